@@ -1,0 +1,45 @@
+"""The shared base of the classical families: a features → classifier ``Pipeline``."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.pipeline import Pipeline
+
+from fer_lab.features import make_features
+
+
+class ClassicalClassifier(ClassifierMixin, BaseEstimator):
+    """scikit-learn estimator contract over a ``Pipeline``; subclasses name the classifier.
+
+    Subclasses list their parameters in ``__init__`` (scikit-learn's rule) including the
+    feature-step ones read here: ``features``, ``pca_components``, ``hog_cell``, ``seed``.
+    """
+
+    def _classifier(self) -> BaseEstimator:
+        raise NotImplementedError
+
+    def fit(self, X, y, report=None):
+        """Fits features and classifier on flat ``(N, 2304)`` pixels.
+
+        Args:
+            X: flat pixels.
+            y: labels.
+            report: unused here; iterative families call it once per epoch.
+        """
+        features = make_features(self.features, self.pca_components, self.hog_cell, self.seed)
+        self.pipeline_ = Pipeline([("features", features), ("classifier", self._classifier())])
+        self.pipeline_.fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities; for margin classifiers a softmax of the decision values."""
+        clf = self.pipeline_[-1]
+        if hasattr(clf, "predict_proba") and getattr(clf, "probability", True):
+            return self.pipeline_.predict_proba(X)
+        return softmax(self.pipeline_.decision_function(X), axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -1,0 +1,90 @@
+"""The one owner of MLflow runs: a parent run per study, a nested run per trial.
+
+No autologging and no second logger: everything a study records goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import yaml
+from mlflow.entities import RunStatus
+
+from fer_lab import evaluation
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def configure() -> str:
+    """Uses ``$MLFLOW_TRACKING_URI`` if set, else SQLite in the working folder (never ./mlruns)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+@contextmanager
+def study_run(family: str, experiment: str, tags: Mapping[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """Opens the study's parent run; under ``mlflow run`` that is the run it created."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(experiment)
+    with mlflow.start_run() as run:
+        mlflow.set_tags({"mlflow.runName": f"{family} · study", "fer.family": family,
+                         "fer.role": "study", **tags})
+        yield run
+
+
+@contextmanager
+def trial_run(family: str, number: int) -> Iterator[mlflow.ActiveRun]:
+    """Opens a nested run for one trial; the caller sets its end state via ``end_trial``."""
+    run = mlflow.start_run(nested=True, run_name=f"{family} · trial {number}",
+                           tags={"fer.family": family, "fer.role": "trial",
+                                 "fer.trial": str(number)})
+    try:
+        yield run
+    except BaseException as err:
+        state = "PRUNED" if type(err).__name__ == "TrialPruned" else "FAILED"
+        mlflow.set_tag("fer.trial_state", state)
+        if state == "FAILED":
+            mlflow.set_tag("fer.error", f"{type(err).__name__}: {err}"[:5000])
+        killed = isinstance(err, KeyboardInterrupt)
+        mlflow.end_run(RunStatus.to_string(
+            RunStatus.FINISHED if state == "PRUNED" else RunStatus.KILLED if killed
+            else RunStatus.FAILED))
+        raise
+    mlflow.set_tag("fer.trial_state", "COMPLETE")
+    mlflow.end_run()
+
+
+def log_scores(prefix: str, values: Mapping[str, float], step: int | None = None) -> None:
+    """Logs ``{prefix}_{name}`` metrics."""
+    mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in values.items()}, step=step)
+
+
+def log_predictions(split: str, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+    """Confusion matrices (PNG + JSON) and classification report of one split, as artifacts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        title = split.replace("_", " ")
+        evaluation.write_confusion(y_true, y_pred, Path(tmp) / f"confusion_{split}", title)
+        evaluation.write_report(y_true, y_pred, Path(tmp) / f"report_{split}")
+        mlflow.log_artifacts(tmp, artifact_path="evaluation")
+
+
+def log_config(config: Mapping[str, Any]) -> None:
+    """The fully resolved config, as ``config.yaml``."""
+    mlflow.log_text(yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
+
+
+def log_json(data: Any, name: str) -> None:
+    mlflow.log_text(json.dumps(data, indent=1, default=str), name)
+
+
+def log_figure(fig, name: str) -> None:
+    mlflow.log_figure(fig, name)

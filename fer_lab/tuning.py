@@ -1,0 +1,189 @@
+"""An Optuna study per family, tracked in MLflow; the same path for every family.
+
+Data is loaded once per study (optuna-examples' callable objective). Each trial fits on
+growing training fractions (the config's ``rungs``) and is pruned early when it trails;
+the best configuration is then refit on the whole training split and evaluated once on
+the test splits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+from sklearn.model_selection import train_test_split
+
+from fer_lab import data as fer_data
+from fer_lab import evaluation, pyfunc, tracking
+from fer_lab.config import TuneConfig
+from fer_lab.models import create
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Takes a trial's validation metrics step by step: logs them, reports, prunes."""
+
+    def __init__(self, trial: optuna.Trial, objective: str):
+        self.trial = trial
+        self.objective = objective
+        self.step = 0
+
+    def __call__(self, metrics: Mapping[str, float], prune: bool = True) -> None:
+        mlflow.log_metrics(dict(metrics), step=self.step)
+        self.trial.report(metrics[f"val_{self.objective}"], self.step)
+        self.step += 1
+        if prune and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {self.step - 1}")
+
+
+class Objective:
+    """The study's objective; holds the splits so trials never reload data."""
+
+    def __init__(self, config: TuneConfig, splits: fer_data.Splits):
+        self.config = config
+        self.splits = splits
+        self.family = config.model.family
+
+    def params(self, trial: optuna.Trial) -> dict[str, Any]:
+        chosen = dict(self.config.model.params)
+        for param in self.config.model.search_space:
+            value = param.suggest(trial, chosen)
+            if value is not None:
+                chosen[param.name] = value
+        return chosen
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        rungs = self.config.model.study.rungs
+        with tracking.trial_run(self.family, trial.number):
+            params = self.params(trial)
+            mlflow.log_params(params)
+            report = Reporter(trial, self.config.model.study.objective)
+            for i, fraction in enumerate(rungs):
+                X, y = subsample(self.splits.train, fraction, self.config.seed)
+                model = create(self.family, **params, seed=self.config.seed)
+                before = report.step
+                model.fit(X, y, report=report)
+                y_pred = model.predict(self.splits.val.X)
+                val = {f"val_{k}": v for k, v in evaluation.scores(self.splits.val.y, y_pred).items()}
+                if report.step == before:  # the family has no epochs: one report per rung
+                    report(val, prune=i < len(rungs) - 1)
+            mlflow.log_metrics(val)
+            tracking.log_predictions("val", self.splits.val.y, y_pred)
+            return val[f"val_{self.config.model.study.objective}"]
+
+
+def subsample(split: fer_data.Split, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified, seeded fraction of a split; the same rows for the same arguments."""
+    if fraction >= 1.0:
+        return split.X, split.y
+    idx, _ = train_test_split(np.arange(len(split)), train_size=fraction, random_state=seed,
+                              stratify=split.y)
+    idx.sort()
+    return split.X[idx], split.y[idx]
+
+
+def open_study(config: TuneConfig) -> optuna.Study:
+    """Creates or resumes the persisted study."""
+    study = config.model.study
+    return optuna.create_study(
+        storage=config.storage, study_name=config.name, direction="maximize",
+        load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=study.startup_trials),
+    )
+
+
+def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
+         progress: bool = True) -> dict[str, float]:
+    """Runs (or resumes) a family's study, refits the best, evaluates it on the tests.
+
+    Args:
+        config: the resolved configuration.
+        dataset: already loaded data; loaded from ``config.data`` when None.
+        progress: show Optuna's progress bar.
+
+    Returns:
+        The study run's metrics (validation and test scores of the refit best).
+    """
+    tracking.configure()
+    dataset = dataset or fer_data.load(config.data)
+    splits = fer_data.split(dataset, config.val_fraction, config.seed)
+    study = open_study(config)
+    settings = config.model.study
+    family = config.model.family
+    tags = {"fer.study": config.name, "fer.data_digest": dataset.digest,
+            "fer.objective": settings.objective}
+    with tracking.study_run(family, config.experiment, tags) as run:
+        tracking.log_config(config.to_dict())
+        mlflow.log_params({"data": config.data, "seed": config.seed, "trials": settings.trials,
+                           "timeout": settings.timeout, "rungs": list(settings.rungs)})
+        done = [t for t in study.trials if t.state.is_finished()]
+        remaining = max(settings.trials - len(done), 0)
+        started = time.perf_counter()
+        if remaining:
+            study.optimize(Objective(config, splits), n_trials=remaining,
+                           timeout=settings.timeout, catch=(Exception,),
+                           show_progress_bar=progress, gc_after_trial=True)
+        search_seconds = time.perf_counter() - started
+        best = study.best_trial
+        params = {**config.model.params, **best.params}
+        metrics = refit_and_evaluate(family, params, splits, config.seed)
+        metrics.update(search_seconds=search_seconds, best_trial=best.number,
+                       **_trial_counts(study))
+        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+        mlflow.log_metrics(metrics)
+        log_study_plots(study)
+        mlflow.set_tag("fer.run_id", run.info.run_id)
+    return metrics
+
+
+def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Splits,
+                       seed: int) -> dict[str, float]:
+    """Fits ``params`` on the whole training split, scores val and every test split, logs
+    their files and the model into the active run."""
+    model = create(family, **params, seed=seed)
+    started = time.perf_counter()
+    model.fit(splits.train.X, splits.train.y)
+    metrics = {"fit_seconds": time.perf_counter() - started}
+    for name, part in {"val": splits.val, **splits.tests()}.items():
+        started = time.perf_counter()
+        y_pred = model.predict(part.X)
+        metrics[f"{name}_predict_seconds"] = time.perf_counter() - started
+        metrics.update({f"{name}_{k}": v for k, v in evaluation.scores(part.y, y_pred).items()})
+        tracking.log_predictions(name, part.y, y_pred)
+        if name == "test_all":
+            metrics.update({f"test_all_{k}": v
+                            for k, v in evaluation.per_class(part.y, y_pred).items()})
+    pyfunc.log_model(model, splits.val.X[:2])
+    return metrics
+
+
+def _trial_counts(study: optuna.Study) -> dict[str, int]:
+    states = [t.state for t in study.trials]
+    S = optuna.trial.TrialState
+    return {"trials_complete": states.count(S.COMPLETE), "trials_pruned": states.count(S.PRUNED),
+            "trials_failed": states.count(S.FAIL)}
+
+
+def log_study_plots(study: optuna.Study) -> None:
+    """Optuna's optimisation history and parameter importances, as PNGs."""
+    from optuna.visualization import matplotlib as ovm
+
+    plots: dict[str, Callable] = {"optuna/optimization_history.png": ovm.plot_optimization_history,
+                                  "optuna/param_importances.png": ovm.plot_param_importances}
+    for name, plot in plots.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError) as err:  # e.g. importances need 2+ complete trials
+                log.info("skipping %s: %s", name, err)
+                continue
+        tracking.log_figure(ax.figure, name)
+        ax.figure.clf()

@@ -1,0 +1,53 @@
+"""Every registered family honours the estimator contract (parametrized over the registry)."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from fer_lab.config import load_family
+from fer_lab.data import load, split
+from fer_lab.models import create, families, get
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split(load("synthetic:30"), val_fraction=0.2, seed=0)
+
+
+def test_unknown_family_lists_the_known_ones():
+    with pytest.raises(KeyError, match="known: .*svm"):
+        create("no-such-model")
+
+
+@pytest.mark.parametrize("family", families())
+def test_fit_predict_contract(family, splits):
+    params = load_family(family).params
+    model = create(family, **params)
+    assert clone(model).get_params() == model.get_params()  # __init__ only stores
+    assert not hasattr(model, "classes_")
+    assert model.fit(splits.train.X, splits.train.y) is model
+    proba = model.predict_proba(splits.val.X)
+    assert proba.shape == (len(splits.val), 7)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-4)
+    pred = model.predict(splits.val.X)
+    assert pred.shape == (len(splits.val),)
+    np.testing.assert_array_equal(pred, proba.argmax(axis=1))
+    # Learnable synthetic faces: every family must beat chance (1/7) clearly.
+    assert (pred == splits.val.y).mean() > 0.3
+
+
+@pytest.mark.parametrize("family", families())
+def test_config_matches_the_estimator(family):
+    config = load_family(family)
+    known = set(get(family)().get_params())
+    assert set(config.params) <= known
+    assert {p.name for p in config.search_space} <= known
+    assert config.study.trials > 0 and config.study.rungs[-1] <= 1.0
+
+
+@pytest.mark.parametrize("features", ["pixels", "pca", "hog", "hog_pca", "pca_hog"])
+def test_feature_kinds(features, splits):
+    model = create("logreg", features=features, pca_components=0.9).fit(
+        splits.train.X, splits.train.y)
+    assert model.predict(splits.val.X[:5]).shape == (5,)
+

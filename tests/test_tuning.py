@@ -1,0 +1,94 @@
+"""A real 2-trial study per family on synthetic data, checked through MLflow and Optuna."""
+
+import dataclasses
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+
+from fer_lab.config import TuneConfig, load_family
+from fer_lab.data import load
+from fer_lab.models import families
+from fer_lab.tuning import tune
+
+STUDY_METRICS = [
+    "val_accuracy", "val_macro_f1", "test_private_accuracy", "test_public_accuracy",
+    "test_all_accuracy", "test_private_macro_f1", "test_public_macro_f1", "test_all_macro_f1",
+    "test_all_happy_precision", "test_all_disgust_recall", "test_all_neutral_f1", "fit_seconds",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load("synthetic:20")
+
+
+def quick_config(family: str, tmp_path, trials: int = 2, **study) -> TuneConfig:
+    model = load_family(family)
+    model = dataclasses.replace(model, study=dataclasses.replace(
+        model.study, trials=trials, timeout=None, rungs=(0.5, 1.0), **study))
+    # The experiment is named after the test's folder: tests share one tracking store.
+    return TuneConfig(model=model, data="synthetic:20", experiment=tmp_path.name,
+                      storage=f"sqlite:///{tmp_path}/optuna.db")
+
+
+def runs_of(experiment: str):
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+@pytest.mark.parametrize("family", families())
+def test_study_is_tracked(family, tracking, tmp_path, dataset):
+    config = quick_config(family, tmp_path)
+    metrics = tune(config, dataset, progress=False)
+    runs = runs_of(config.experiment)
+    parents = [r for r in runs if r.data.tags.get("fer.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("fer.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 2
+    parent = parents[0]
+    assert parent.data.tags["fer.family"] == family
+    assert parent.data.tags["mlflow.runName"] == f"{family} · study"
+    assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
+    assert sorted(t.data.tags["fer.trial"] for t in trials) == ["0", "1"]
+    for t in trials:
+        assert "val_accuracy" in t.data.metrics and t.data.params
+        assert t.data.tags["fer.trial_state"] == "COMPLETE"
+    for name in STUDY_METRICS:
+        assert parent.data.metrics[name] == pytest.approx(metrics[name])
+    assert 0.0 <= parent.data.metrics["test_all_accuracy"] <= 1.0
+    client = mlflow.MlflowClient()
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    for split in ("val", "test_private", "test_public", "test_all"):
+        assert {f"evaluation/confusion_{split}.png", f"evaluation/confusion_{split}.json",
+                f"evaluation/confusion_{split}_normalized.png",
+                f"evaluation/report_{split}.txt", f"evaluation/report_{split}.json"} <= files
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "optuna"} <= top
+    trial_files = {a.path for a in client.list_artifacts(trials[0].info.run_id, "evaluation")}
+    assert "evaluation/confusion_val.png" in trial_files
+    model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
+    pixels = [" ".join(map(str, img.ravel())) for img in dataset.images[:3]]
+    out = model.predict(pd.DataFrame({"pixels": pixels}))
+    assert list(out.columns[:2]) == ["emotion", "emotion_id"] and len(out) == 3
+
+
+def test_resume_reaches_the_requested_trials(tracking, tmp_path, dataset):
+    config = quick_config("tree", tmp_path)
+    tune(config, dataset, progress=False)
+    study = optuna.load_study(study_name="tree", storage=config.storage)
+    assert len(study.trials) == 2
+    tune(quick_config("tree", tmp_path, trials=3), dataset, progress=False)
+    study = optuna.load_study(study_name="tree", storage=config.storage)
+    assert len(study.trials) == 3
+    trial_runs = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.role") == "trial"]
+    assert len(trial_runs) == 3
+
+
+def test_pruning_stops_weak_trials_early(tracking, tmp_path, dataset):
+    config = quick_config("knn", tmp_path, trials=8, startup_trials=1)
+    tune(config, dataset, progress=False)
+    study = optuna.load_study(study_name="knn", storage=config.storage)
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.PRUNED in states
+    pruned_runs = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.trial_state") == "PRUNED"]
+    assert len(pruned_runs) == states.count(optuna.trial.TrialState.PRUNED)
