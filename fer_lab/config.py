@@ -63,6 +63,8 @@ class StudySettings:
             configuration is then refit on the whole training split.
         objective: validation metric to maximise: ``accuracy`` or ``macro_f1``.
         startup_trials: trials that run every rung before pruning starts.
+        refit_params: parameters that replace the best trial's for the final fit, e.g. a
+            longer training budget than the short trials had.
     """
 
     trials: int = 20
@@ -70,6 +72,7 @@ class StudySettings:
     rungs: tuple[float, ...] = (1.0,)
     objective: str = "accuracy"
     startup_trials: int = 4
+    refit_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

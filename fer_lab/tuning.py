@@ -69,7 +69,7 @@ class Objective:
                 X, y = subsample(self.splits.train, fraction, self.config.seed)
                 model = create(self.family, **params, seed=self.config.seed)
                 before = report.step
-                model.fit(X, y, report=report)
+                model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y), report=report)
                 y_pred = model.predict(self.splits.val.X)
                 val = {f"val_{k}": v for k, v in evaluation.scores(self.splits.val.y, y_pred).items()}
                 if report.step == before:  # the family has no epochs: one report per rung
@@ -121,8 +121,11 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
             "fer.objective": settings.objective}
     with tracking.study_run(family, config.experiment, tags) as run:
         tracking.log_config(config.to_dict())
-        mlflow.log_params({"data": config.data, "seed": config.seed, "trials": settings.trials,
-                           "timeout": settings.timeout, "rungs": list(settings.rungs)})
+        # Prefixed: `mlflow run` has already logged its raw entry-point parameters.
+        mlflow.log_params({"study.data": config.data, "study.seed": config.seed,
+                           "study.trials": settings.trials, "study.timeout": settings.timeout,
+                           "study.rungs": list(settings.rungs),
+                           "study.objective": settings.objective})
         done = [t for t in study.trials if t.state.is_finished()]
         remaining = max(settings.trials - len(done), 0)
         started = time.perf_counter()
@@ -132,7 +135,7 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                            show_progress_bar=progress, gc_after_trial=True)
         search_seconds = time.perf_counter() - started
         best = study.best_trial
-        params = {**config.model.params, **best.params}
+        params = {**config.model.params, **best.params, **settings.refit_params}
         metrics = refit_and_evaluate(family, params, splits, config.seed)
         metrics.update(search_seconds=search_seconds, best_trial=best.number,
                        **_trial_counts(study))
@@ -149,7 +152,7 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
     their files and the model into the active run."""
     model = create(family, **params, seed=seed)
     started = time.perf_counter()
-    model.fit(splits.train.X, splits.train.y)
+    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
     metrics = {"fit_seconds": time.perf_counter() - started}
     for name, part in {"val": splits.val, **splits.tests()}.items():
         started = time.perf_counter()

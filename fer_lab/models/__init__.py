@@ -44,4 +44,4 @@ def create(name: str, **params: Any):
 
 
 # Importing the family modules fills the registry.
-from fer_lab.models import decision_tree, knn, logistic, random_forest, svm  # noqa: E402, F401
+from fer_lab.models import cnn, decision_tree, knn, logistic, random_forest, svm  # noqa: E402, F401

@@ -20,13 +20,15 @@ class ClassicalClassifier(ClassifierMixin, BaseEstimator):
     def _classifier(self) -> BaseEstimator:
         raise NotImplementedError
 
-    def fit(self, X, y, report=None):
+    def fit(self, X, y, eval_set=None, report=None):
         """Fits features and classifier on flat ``(N, 2304)`` pixels.
 
         Args:
             X: flat pixels.
             y: labels.
-            report: unused here; iterative families call it once per epoch.
+            eval_set: ``(X_val, y_val)``; unused here, iterative families stop early on it.
+            report: unused here; iterative families call it with validation metrics once
+                per epoch.
         """
         features = make_features(self.features, self.pca_components, self.hog_cell, self.seed)
         self.pipeline_ = Pipeline([("features", features), ("classifier", self._classifier())])

@@ -1,0 +1,149 @@
+"""Convolutional networks trained with Lightning, behind the scikit-learn estimator contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lightning.pytorch import seed_everything
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+
+from fer_lab import nets, training
+from fer_lab.models import register
+
+VAL_FRACTION = 0.1
+
+
+@register("cnn")
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """A CNN (seed_cnn, vgg or resnet) on raw pixels, trained with augmentation.
+
+    Args:
+        arch: a name in ``fer_lab.nets.ARCHITECTURES``.
+        width: channels of the first stage; later stages double it.
+        dropout: dropout before the classifier.
+        epochs: training epochs; the learning-rate schedule spans all of them.
+        batch_size: training batch size.
+        lr: peak learning rate (one-cycle) or starting one (cosine).
+        optimizer: ``sgd`` (Nesterov, momentum 0.9) or ``adamw``.
+        schedule: ``onecycle`` or ``cosine``, stepped per batch.
+        weight_decay: on conv and linear weights.
+        label_smoothing: cross-entropy label smoothing.
+        class_weighting: loss weights ``none``, ``balanced`` or ``sqrt`` (of balanced).
+        balanced_sampling: sample every class equally often instead; excludes
+            ``class_weighting``.
+        flip, shift, rotate, scale, erase: augmentation strengths, see
+            ``fer_lab.training.Augment``.
+        mixed_precision: ``bf16`` (autocast in training and inference) or ``fp32``.
+        channels_last: NHWC weights and activations (faster oneDNN convs on CPU).
+        tta: average each prediction's logits with its mirror image's.
+        patience: stop after this many epochs without a better validation accuracy;
+            None never stops early.
+        max_minutes: stop training after this wall time (cutting the schedule short);
+            None for no limit.
+        seed: seeds weights, batch order and augmentation.
+
+    Attributes:
+        net_: the trained network (best validation epoch), on the CPU.
+        history_: the metrics of every epoch, as reported.
+        best_epoch_: the index of the epoch whose weights ``net_`` holds.
+    """
+
+    def __init__(self, arch="vgg", width=32, dropout=0.3, epochs=30, batch_size=128, lr=0.1,
+                 optimizer="sgd", schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1,
+                 class_weighting="none", balanced_sampling=False, flip=True, shift=0.1,
+                 rotate=10.0, scale=0.1, erase=0.0, mixed_precision="bf16", channels_last=True,
+                 tta=True, patience=None, max_minutes=None, seed=0):
+        self.arch = arch
+        self.width = width
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.class_weighting = class_weighting
+        self.balanced_sampling = balanced_sampling
+        self.flip = flip
+        self.shift = shift
+        self.rotate = rotate
+        self.scale = scale
+        self.erase = erase
+        self.mixed_precision = mixed_precision
+        self.channels_last = channels_last
+        self.tta = tta
+        self.patience = patience
+        self.max_minutes = max_minutes
+        self.seed = seed
+
+    def fit(self, X, y, eval_set=None, report=None):
+        """Trains on flat ``(N, 2304)`` uint8 pixels and labels 0..6.
+
+        Args:
+            X: flat pixels.
+            y: labels.
+            eval_set: ``(X_val, y_val)`` for per-epoch validation, early stopping and the
+                best-epoch choice; without it a stratified 10% of ``X`` is held out.
+            report: called after each epoch with ``train_loss``, ``train_accuracy``,
+                ``val_loss``, ``val_accuracy``, ``val_macro_f1`` and ``lr``; whatever it
+                raises (e.g. ``optuna.TrialPruned``) ends the fit and propagates.
+
+        Returns:
+            self, holding the weights of the best validation epoch.
+        """
+        if self.class_weighting != "none" and self.balanced_sampling:
+            raise ValueError("balanced_sampling corrects the class imbalance already; "
+                             "use it with class_weighting='none'")
+        X, y = np.asarray(X, dtype=np.uint8), np.asarray(y, dtype=np.int64)
+        if y.min() < 0 or y.max() >= nets.N_CLASSES:
+            raise ValueError(f"labels must be 0..{nets.N_CLASSES - 1}, got {y.min()}..{y.max()}")
+        if eval_set is None:
+            X, X_val, y, y_val = self._hold_out(X, y)
+        else:
+            X_val, y_val = np.asarray(eval_set[0], dtype=np.uint8), np.asarray(eval_set[1])
+        seed_everything(self.seed, workers=True, verbose=False)
+        net = nets.build(self.arch, width=self.width, dropout=self.dropout)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        # Normalisation statistics travel with the estimator, so predict sees the same input.
+        self.pixel_mean_, self.pixel_std_ = float(X.mean()), float(X.std()) or 1.0
+        module = training.FerModule(
+            net, pixel_mean=self.pixel_mean_, pixel_std=self.pixel_std_,
+            optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
+            schedule=self.schedule, label_smoothing=self.label_smoothing,
+            loss_weights=training.class_weights(y, self.class_weighting),
+            augment=training.Augment(self.flip, self.shift, self.rotate, self.scale, self.erase),
+            channels_last=self.channels_last)
+        data = training.ArrayDataModule((X, y), (X_val, y_val), self.batch_size,
+                                        self.balanced_sampling)
+        best = training.fit(module, data, epochs=self.epochs, precision=self.mixed_precision,
+                            patience=self.patience, max_minutes=self.max_minutes, report=report)
+        self.net_ = net.cpu().eval()
+        self.history_ = best.history
+        self.best_epoch_ = best.best_epoch
+        self.classes_ = np.arange(nets.N_CLASSES)
+        return self
+
+    def _hold_out(self, X: np.ndarray, y: np.ndarray):
+        """A seeded 10% validation carve, stratified when the classes allow it."""
+        try:
+            return train_test_split(X, y, test_size=VAL_FRACTION, random_state=self.seed,
+                                    stratify=y)
+        except ValueError:  # a class with a single row, or fewer held-out rows than classes
+            return train_test_split(X, y, test_size=VAL_FRACTION, random_state=self.seed)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logits ``(N, 7)``, mirror-averaged when ``tta``."""
+        return training.predict_logits(
+            self.net_, np.asarray(X), pixel_mean=self.pixel_mean_, pixel_std=self.pixel_std_,
+            precision=self.mixed_precision, channels_last=self.channels_last, tta=self.tta)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Float64 class probabilities (softmax of the logits) summing to 1 per row."""
+        return softmax(self.decision_function(X).astype(np.float64), axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -1,0 +1,122 @@
+"""The convolutional networks of the ``cnn`` family: plain ``nn.Module``s, no training logic.
+
+Every network maps ``(B, 1, 48, 48)`` float images to ``(B, 7)`` logits and is built by
+name from ``ARCHITECTURES`` with two knobs: ``width`` (channels of the first stage; later
+stages double it) and ``dropout`` (before the classifier). Depthwise convolutions are
+avoided on purpose: they crashed torch in fp32 + channels_last on this project's CPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+N_CLASSES = 7
+SIDE = 48
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 'same' convolution, batch norm, ReLU; the conv has no bias since BN adds one."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class SeedCNN(nn.Sequential):
+    """The seed team's Keras network, layer for layer ('valid' padding, no batch norm).
+
+    Conv(32) -> Conv(64) -> MaxPool -> Conv(128) -> MaxPool -> Flatten -> Dense(128) ->
+    Dense(7): 1,732,103 parameters at ``width=32``. ``width`` scales every layer; the
+    dropout layers have no parameters, so the count holds for any ``dropout``.
+    """
+
+    def __init__(self, width: int = 32, dropout: float = 0.0):
+        w = width
+        side = ((SIDE - 4) // 2 - 2) // 2  # two valid convs, pool, valid conv, pool: 10
+        super().__init__(
+            nn.Conv2d(1, w, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(w, 2 * w, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(dropout),
+            nn.Linear(4 * w * side * side, 4 * w), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4 * w, N_CLASSES),
+        )
+
+
+class VGG(nn.Module):
+    """VGG-style: four stages of two conv-BN-ReLU and a 2x2 max pool (48 -> 3 px), widths
+    w, 2w, 4w, 8w, then global average pooling, dropout and a linear classifier.
+    About 1.17M parameters at ``width=32``."""
+
+    def __init__(self, width: int = 32, dropout: float = 0.3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c_out in (width, 2 * width, 4 * width, 8 * width):
+            layers += [conv_bn_relu(c_in, c_out), conv_bn_relu(c_out, c_out), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(c_in, N_CLASSES))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 conv-BN with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(c_in, c_out, stride),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small ResNet: a 3x3 stem, then one basic block per stage at widths w, 2w, 4w, 8w
+    (strides 1, 2, 2, 2: 48 -> 6 px), global average pooling, dropout, linear.
+    About 1.22M parameters at ``width=32``; as deep as the VGG but with shortcuts."""
+
+    def __init__(self, width: int = 32, dropout: float = 0.3):
+        super().__init__()
+        stages: list[nn.Module] = [conv_bn_relu(1, width)]
+        c_in = width
+        for c_out, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
+            stages.append(BasicBlock(c_in, c_out, stride))
+            c_in = c_out
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(c_in, N_CLASSES))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "seed_cnn": SeedCNN,
+    "vgg": VGG,
+    "resnet": ResNet,
+}
+
+
+def build(name: str, width: int = 32, dropout: float = 0.3) -> nn.Module:
+    """A new network of architecture ``name``; fails loudly on an unknown name."""
+    try:
+        make = ARCHITECTURES[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}") from None
+    return make(width=width, dropout=dropout)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """The number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -1,0 +1,63 @@
+"""The fer-lab command as a user types it."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from fer_lab import cli
+from fer_lab.config import load_family
+from fer_lab.models import families
+
+
+def test_families_lists_every_registered_family(capsys):
+    assert cli.main(["families"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == families()
+
+
+def test_data_check_prints_counts_per_split(capsys):
+    assert cli.main(["data", "check", "synthetic:20"]) == 0
+    out = capsys.readouterr().out
+    assert "140 images" in out
+    assert "Training" in out and "PublicTest" in out and "PrivateTest" in out
+    assert "disgust" in out and "total" in out
+
+
+def test_data_check_reports_a_bad_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("emotion,pixels,Usage\n9," + " ".join(["0"] * 2304) + ",Training\n")
+    assert cli.main(["data", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.csv, line 2" in err and "emotion '9'" in err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "fer_lab.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "tune" in out and "families" in out
+
+
+def test_unknown_family_fails_before_any_work(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no-such"):
+        cli.main(["tune", "no-such", "--storage", f"sqlite:///{tmp_path}/o.db"])
+
+
+def test_experiment_file_and_command_line_override_the_defaults(tmp_path):
+    override = tmp_path / "exp.yaml"
+    override.write_text(yaml.safe_dump({
+        "params": {"C": 3.0}, "search_space": {"class_weight": None},
+        "study": {"trials": 5, "rungs": [0.2, 0.5]}}))
+    config = load_family("svm", override, trials=7, timeout=None)
+    assert config.params["C"] == 3.0
+    assert "class_weight" not in {p.name for p in config.search_space}
+    assert config.study.trials == 7  # the command line wins over the file
+    assert config.study.rungs == (0.2, 0.5)
+    assert config.study.timeout == load_family("svm").study.timeout  # None keeps the file's
+
+
+def test_mlproject_numbers_parse():
+    assert cli._count("20.0") == 20 and cli._count("0") is None
+    assert cli._seconds("0") is None and cli._seconds("90") == 90.0
