@@ -74,7 +74,8 @@ class Objective:
                 val = {f"val_{k}": v for k, v in evaluation.scores(self.splits.val.y, y_pred).items()}
                 if report.step == before:  # the family has no epochs: one report per rung
                     report(val, prune=i < len(rungs) - 1)
-            mlflow.log_metrics(val)
+                else:  # epochs were reported; these are the restored best epoch's scores
+                    mlflow.log_metrics(val, step=report.step)
             tracking.log_predictions("val", self.splits.val.y, y_pred)
             return val[f"val_{self.config.model.study.objective}"]
 
