@@ -63,6 +63,7 @@ class StudySettings:
             configuration is then refit on the whole training split.
         objective: validation metric to maximise: ``accuracy`` or ``macro_f1``.
         startup_trials: trials that run every rung before pruning starts.
+        warmup_steps: reports of a trial that never prune it (e.g. noisy early epochs).
         refit_params: parameters that replace the best trial's for the final fit, e.g. a
             longer training budget than the short trials had.
     """
@@ -72,6 +73,7 @@ class StudySettings:
     rungs: tuple[float, ...] = (1.0,)
     objective: str = "accuracy"
     startup_trials: int = 4
+    warmup_steps: int = 0
     refit_params: Mapping[str, Any] = field(default_factory=dict)
 
 

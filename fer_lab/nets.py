@@ -113,7 +113,8 @@ def build(name: str, width: int = 32, dropout: float = 0.3) -> nn.Module:
     try:
         make = ARCHITECTURES[name]
     except KeyError:
-        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}") from None
+        known = ", ".join(ARCHITECTURES)
+        raise KeyError(f"unknown architecture {name!r}; known: {known}") from None
     return make(width=width, dropout=dropout)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,10 +31,12 @@ SCHEDULES = ("onecycle", "cosine")
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 EVAL_BATCH = 512
+MIN_STEPS_PER_EPOCH = 8
 
 
 def to_images(X: np.ndarray) -> Tensor:
-    """Flat ``(N, 2304)`` uint8 pixels as a ``(N, 1, 48, 48)`` uint8 tensor (no copy if possible)."""
+    """Flat ``(N, 2304)`` uint8 pixels as a ``(N, 1, 48, 48)`` uint8 tensor, sharing memory
+    with ``X`` when it is already contiguous uint8."""
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.uint8)).view(-1, 1, SIDE, SIDE)
 
 
@@ -72,7 +75,7 @@ class Augment:
     shift: float = 0.1
     rotate: float = 10.0
     scale: float = 0.1
-    erase: float = 0.0
+    erase: float = 0.25
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.flip or self.shift or self.rotate or self.scale:
@@ -102,7 +105,8 @@ class Augment:
         rand = lambda: torch.rand(b, 1, 1, device=x.device)  # noqa: E731
         area = 0.02 + rand() * 0.23
         aspect = torch.exp((rand() * 2 - 1) * math.log(3.0))
-        eh, ew = (area * aspect).sqrt().clamp(max=1.0) * h, (area / aspect).sqrt().clamp(max=1.0) * w
+        eh = (area * aspect).sqrt().clamp(max=1.0) * h
+        ew = (area / aspect).sqrt().clamp(max=1.0) * w
         top, left = rand() * (h - eh), rand() * (w - ew)
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
@@ -115,6 +119,11 @@ class FerModule(L.LightningModule):
     """Trains a network: label-smoothed, optionally class-weighted cross-entropy, SGD
     (Nesterov) or AdamW with a per-batch one-cycle or cosine schedule.
 
+    The schedule follows ``progress``: the fraction of the planned steps, or of
+    ``max_minutes`` when that is reached sooner, so a time-capped run still warms up and
+    anneals fully (and ends) within its time. Without ``max_minutes`` it depends on the
+    step alone and training is reproducible.
+
     After each validation epoch ``epoch_metrics`` holds the report: ``train_loss``,
     ``train_accuracy`` (on augmented batches), ``val_loss`` (plain cross-entropy, so trials
     with different smoothing compare), ``val_accuracy``, ``val_macro_f1`` and ``lr``.
@@ -123,10 +132,10 @@ class FerModule(L.LightningModule):
     """
 
     def __init__(self, net: nn.Module, *, pixel_mean: float, pixel_std: float,
-                 optimizer: str = "sgd", lr: float = 0.05, weight_decay: float = 5e-4,
+                 optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 0.05,
                  schedule: str = "onecycle", label_smoothing: float = 0.1,
                  loss_weights: Tensor | None = None, augment: Augment = Augment(),
-                 channels_last: bool = False):
+                 channels_last: bool = False, max_minutes: float | None = None):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
@@ -140,6 +149,9 @@ class FerModule(L.LightningModule):
         self.register_buffer("loss_weights", loss_weights)
         self.augment = augment
         self.channels_last = channels_last
+        self.max_minutes = max_minutes
+        self._started: float | None = None
+        self._planned_steps = 1
         self.val_accuracy = MulticlassAccuracy(N_CLASSES, average="micro")
         self.val_macro_f1 = MulticlassF1Score(N_CLASSES, average="macro")
         self.epoch_metrics: dict[str, float] = {}
@@ -191,9 +203,26 @@ class FerModule(L.LightningModule):
         self.val_macro_f1.reset()
         self.log("val_accuracy", self.epoch_metrics["val_accuracy"], prog_bar=True, logger=False)
 
+    def on_train_start(self) -> None:
+        self._started = time.perf_counter()
+
+    def progress(self, step: int) -> float:
+        """Training progress in [0, 1]: the fraction of steps done or, with ``max_minutes``,
+        of the time used, whichever is larger."""
+        fraction = step / self._planned_steps
+        if self.max_minutes is not None and self._started is not None:
+            used = (time.perf_counter() - self._started) / (60 * self.max_minutes)
+            fraction = max(fraction, used)
+        return min(fraction, 1.0)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.progress(self.trainer.global_step) >= 1.0:
+            self.trainer.should_stop = True  # Lightning still validates this last state
+
     def configure_optimizers(self):
         # Weight decay on conv and linear weights only: decaying BN scales and biases
         # just fights the normalisation.
+        self._planned_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         params = [p for p in self.net.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
@@ -201,13 +230,24 @@ class FerModule(L.LightningModule):
             optimizer = torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)
         else:
             optimizer = torch.optim.AdamW(groups, lr=self.lr)
-        steps = int(self.trainer.estimated_stepping_batches)
-        if self.schedule == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr,
-                                                            total_steps=steps, pct_start=0.25)
-        else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        shape = one_cycle if self.schedule == "onecycle" else cosine
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: shape(self.progress(step)))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def one_cycle(progress: float, warmup: float = 0.25, start: float = 1 / 25) -> float:
+    """The one-cycle learning-rate factor: a cosine rise from ``start`` to 1 over the
+    warm-up, then a cosine fall to 0 (OneCycleLR's shape, as a function of progress)."""
+    if progress < warmup:
+        return start + (1 - start) * (1 - math.cos(math.pi * progress / warmup)) / 2
+    return (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))) / 2
+
+
+def cosine(progress: float) -> float:
+    """The cosine-annealing learning-rate factor, from 1 to 0."""
+    return (1 + math.cos(math.pi * progress)) / 2
 
 
 class ArrayDataModule(L.LightningDataModule):
@@ -216,7 +256,9 @@ class ArrayDataModule(L.LightningDataModule):
     Args:
         train: ``(X, y)`` flat pixels and labels to train on.
         val: ``(X, y)`` to validate on after every epoch.
-        batch_size: training batch; capped at the training set's size.
+        batch_size: training batch; capped at an eighth of the training set, so that a
+            tiny set (tests, smoke runs) still takes several steps per epoch. Real data
+            (thousands of images) never meets the cap.
         balanced_sampling: draw every class equally often (with replacement), an
             alternative to loss weights for the rare classes.
     """
@@ -229,6 +271,16 @@ class ArrayDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.balanced_sampling = balanced_sampling
 
+    @property
+    def train_batch_size(self) -> int:
+        n = len(self.train_set)
+        cap = max(n // MIN_STEPS_PER_EPOCH, 2)  # batch norm needs two images
+        return min(self.batch_size, cap, n)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_set) // self.train_batch_size
+
     def train_dataloader(self) -> DataLoader:
         labels = self.train_set.tensors[1]
         if self.balanced_sampling:
@@ -237,7 +289,7 @@ class ArrayDataModule(L.LightningDataModule):
         else:
             sampler = RandomSampler(self.train_set)
         # Full batches only: a last batch of one or two images would upset batch norm.
-        batches = BatchSampler(sampler, min(self.batch_size, len(labels)), drop_last=True)
+        batches = BatchSampler(sampler, self.train_batch_size, drop_last=True)
         return DataLoader(self.train_set, sampler=batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
@@ -270,19 +322,17 @@ class BestEpoch(Callback):
 
 
 def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str = "fp32",
-        patience: int | None = None, max_minutes: float | None = None,
+        patience: int | None = None,
         report: Callable[[Mapping[str, float]], None] | None = None) -> BestEpoch:
     """Trains ``module.net`` in place and leaves it holding the best epoch's weights.
 
     Args:
         module: the module wrapping the network.
         data: training and validation arrays.
-        epochs: training epochs (the schedule spans all of them).
+        epochs: the most training epochs; the module's ``max_minutes`` may end it sooner.
         precision: ``fp32`` or ``bf16`` (autocast; weights stay fp32).
         patience: stop after this many epochs without a better validation accuracy;
             None never stops early.
-        max_minutes: stop (mid-epoch) after this much training time; None for no limit.
-            The schedule is then cut short, and the best epoch so far is kept.
         report: called with the epoch's metrics after each validation.
 
     Returns:
@@ -297,7 +347,6 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
                                        check_on_train_epoch_end=False))
     trainer = L.Trainer(
         accelerator="auto", devices=1, precision=PRECISIONS[precision], max_epochs=epochs,
-        max_time={"minutes": max_minutes} if max_minutes is not None else None,
         logger=False, enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=True, num_sanity_val_steps=0, callbacks=callbacks)
     with warnings.catch_warnings():

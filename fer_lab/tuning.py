@@ -96,7 +96,8 @@ def open_study(config: TuneConfig) -> optuna.Study:
     return optuna.create_study(
         storage=config.storage, study_name=config.name, direction="maximize",
         load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=study.startup_trials),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=study.startup_trials,
+                                           n_warmup_steps=study.warmup_steps),
     )
 
 
@@ -127,6 +128,9 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                            "study.trials": settings.trials, "study.timeout": settings.timeout,
                            "study.rungs": list(settings.rungs),
                            "study.objective": settings.objective})
+        if not study.trials:  # try the config's defaults first: a known-good baseline
+            names = {p.name for p in config.model.search_space}
+            study.enqueue_trial({k: v for k, v in config.model.params.items() if k in names})
         done = [t for t in study.trials if t.state.is_finished()]
         remaining = max(settings.trials - len(done), 0)
         started = time.perf_counter()

@@ -1,0 +1,165 @@
+"""The cnn family: its networks, its training module and its estimator, on tiny settings."""
+
+import copy
+import warnings
+
+import cloudpickle
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from fer_lab import nets, training
+from fer_lab.data import load, split
+from fer_lab.models import create
+
+# Narrow nets and a few short epochs: these check mechanics, not accuracy.
+TINY = dict(width=8, epochs=2, batch_size=16, min_steps=0)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split(load("synthetic:10"), val_fraction=0.2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(splits):
+    return create("cnn", **TINY).fit(splits.train.X, splits.train.y,
+                                     eval_set=(splits.val.X, splits.val.y))
+
+
+@pytest.mark.parametrize("arch", list(nets.ARCHITECTURES))
+def test_network_maps_images_to_logits(arch):
+    net = nets.build(arch, width=8, dropout=0.1)
+    assert net(torch.randn(3, 1, 48, 48)).shape == (3, nets.N_CLASSES)
+
+
+@pytest.mark.parametrize("arch", list(nets.ARCHITECTURES))
+def test_training_steps_change_weights_and_lower_the_loss(arch):
+    torch.manual_seed(0)
+    net = nets.build(arch, width=8, dropout=0.0)
+    module = training.FerModule(net, pixel_mean=128.0, pixel_std=64.0,
+                                augment=training.Augment(flip=False, shift=0, rotate=0, scale=0))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    batch = (torch.randint(0, 256, (8, 1, 48, 48), dtype=torch.uint8), torch.arange(8) % 7)
+    before = [p.detach().clone() for p in net.parameters()]
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log() warns outside a Trainer
+        for _ in range(5):
+            loss = module.training_step(batch, 0)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_seed_cnn_is_the_seed_teams_keras_net():
+    assert nets.count_parameters(nets.build("seed_cnn")) == 1_732_103
+    assert nets.count_parameters(nets.build("seed_cnn", dropout=0.5)) == 1_732_103
+
+
+def test_unknown_architecture_fails_loudly():
+    with pytest.raises(KeyError, match="known: .*vgg"):
+        nets.build("alexnet")
+
+
+def test_flip_only_augmentation_mirrors_whole_images():
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 48, 48)
+    out = training.Augment(flip=True, shift=0, rotate=0, scale=0, erase=0)(x)
+    same = (out - x).abs().amax(dim=(1, 2, 3)) < 1e-4
+    mirrored = (out - x.flip(3)).abs().amax(dim=(1, 2, 3)) < 1e-4
+    assert bool((same | mirrored).all()) and same.any() and mirrored.any()
+
+
+def test_augmentation_keeps_shape_and_erases_to_the_mean():
+    x = torch.ones(64, 1, 48, 48)
+    out = training.Augment(flip=True, shift=0.1, rotate=10, scale=0.1, erase=1.0)(x)
+    assert out.shape == x.shape
+    assert ((out == 0).flatten(1).any(1)).all()  # every image has an erased box
+
+
+def test_one_cycle_shape():
+    assert training.one_cycle(0.0) == pytest.approx(1 / 25)
+    assert training.one_cycle(0.25) == pytest.approx(1.0)
+    assert training.one_cycle(1.0) == pytest.approx(0.0)
+    assert training.cosine(0.0) == 1.0 and training.cosine(1.0) == pytest.approx(0.0)
+
+
+def test_class_weights():
+    y = np.array([0] * 8 + [1] * 2)
+    balanced = training.class_weights(y, "balanced")
+    assert balanced[0] == pytest.approx(10 / (7 * 8)) and balanced[1] == pytest.approx(10 / 14)
+    assert balanced[2] == 0  # absent class
+    assert torch.allclose(training.class_weights(y, "sqrt"), balanced.sqrt())
+    assert training.class_weights(y, "none") is None
+
+
+def test_report_gets_every_epochs_metrics_and_best_epoch_is_kept(fitted):
+    assert len(fitted.history_) == TINY["epochs"]
+    assert set(fitted.history_[0]) == {"train_loss", "train_accuracy", "val_loss",
+                                       "val_accuracy", "val_macro_f1", "lr"}
+    accuracies = [h["val_accuracy"] for h in fitted.history_]
+    assert fitted.best_epoch_ == int(np.argmax(accuracies))
+
+
+def test_trial_pruned_raised_by_report_propagates_out_of_fit(splits):
+    seen = []
+
+    def report(metrics):
+        seen.append(metrics)
+        raise optuna.TrialPruned("pruned at step 0")
+
+    model = create("cnn", **TINY)
+    with pytest.raises(optuna.TrialPruned):
+        model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
+                  report=report)
+    assert len(seen) == 1 and "val_accuracy" in seen[0]
+
+
+def test_predict_proba_is_a_distribution(fitted, splits):
+    proba = fitted.predict_proba(splits.val.X)
+    assert proba.dtype == np.float64 and proba.shape == (len(splits.val), 7)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(fitted.predict(splits.val.X), proba.argmax(axis=1))
+
+
+def test_tta_keeps_shapes(fitted, splits):
+    plain = copy.deepcopy(fitted).set_params(tta=False).predict_proba(splits.val.X)
+    mirrored = copy.deepcopy(fitted).set_params(tta=True).predict_proba(splits.val.X)
+    assert plain.shape == mirrored.shape
+    assert not np.array_equal(plain, mirrored)  # the mirror images do count
+
+
+def test_fitted_estimator_survives_cloudpickle(fitted, splits):
+    restored = cloudpickle.loads(cloudpickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.predict_proba(splits.val.X),
+                                  fitted.predict_proba(splits.val.X))
+
+
+def test_patience_stops_a_run_that_stops_improving(splits):
+    # lr 0 on a net without batch norm: the validation accuracy never changes.
+    model = create("cnn", **{**TINY, "arch": "seed_cnn", "epochs": 6, "lr": 0.0, "patience": 1})
+    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    assert len(model.history_) == 2 and model.best_epoch_ == 0
+
+
+def test_max_minutes_ends_training_on_time_after_a_validation(splits):
+    model = create("cnn", **{**TINY, "epochs": 50, "max_minutes": 1e-4})
+    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    assert len(model.history_) == 1
+    assert model.history_[0]["lr"] == pytest.approx(0.0)
+
+
+def test_holds_out_validation_without_eval_set(splits):
+    model = create("cnn", **{**TINY, "epochs": 1}).fit(splits.train.X, splits.train.y)
+    assert len(model.history_) == 1
+
+
+def test_balanced_sampling_excludes_class_weighting(splits):
+    model = create("cnn", **TINY, balanced_sampling=True, class_weighting="balanced")
+    with pytest.raises(ValueError, match="balanced_sampling"):
+        model.fit(splits.train.X, splits.train.y)
