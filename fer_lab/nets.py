@@ -22,6 +22,12 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
+def pooled_head(c_in: int, dropout: float) -> nn.Sequential:
+    """Global average pooling, dropout, then the linear classifier over ``c_in`` channels."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                         nn.Linear(c_in, N_CLASSES))
+
+
 class SeedCNN(nn.Sequential):
     """The seed team's Keras network, layer for layer ('valid' padding, no batch norm).
 
@@ -56,8 +62,7 @@ class VGG(nn.Module):
             layers += [conv_bn_relu(c_in, c_out), conv_bn_relu(c_out, c_out), nn.MaxPool2d(2)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(c_in, N_CLASSES))
+        self.head = pooled_head(c_in, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -94,8 +99,7 @@ class ResNet(nn.Module):
             stages.append(BasicBlock(c_in, c_out, stride))
             c_in = c_out
         self.features = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(c_in, N_CLASSES))
+        self.head = pooled_head(c_in, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
