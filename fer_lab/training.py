@@ -358,23 +358,45 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
     return best
 
 
+TTA_MODES = ("none", "flip", "crops")
+# "crops": the image and its mirror, each also shifted 2 px up, down, left and right
+# (reflect-padded, like the training shifts): 10 views.
+CROP_SHIFTS = ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
+
+
+def tta_views(x: Tensor, mode: str) -> list[Tensor]:
+    """The views of a batch whose logits are averaged for test-time augmentation."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, not {mode!r}")
+    if mode == "none":
+        return [x]
+    if mode == "flip":
+        return [x, x.flip(3)]
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in CROP_SHIFTS)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    h, w = x.shape[-2:]
+    views = [padded[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w] for dy, dx in CROP_SHIFTS]
+    return views + [v.flip(3) for v in views]
+
+
 @torch.inference_mode()
 def predict_logits(net: nn.Module, X: np.ndarray, *, pixel_mean: float, pixel_std: float,
                    precision: str = "fp32", channels_last: bool = False,
-                   tta: bool = False) -> np.ndarray:
+                   tta: str = "none") -> np.ndarray:
     """Float32 logits for flat uint8 pixels, in batches, with the training input path.
 
     Args:
-        tta: average the logits of each image and its mirror image.
+        tta: ``none``, ``flip`` (average with the mirror image) or ``crops`` (average over
+            ``tta_views``).
     """
     net.eval()
     images = to_images(X)
     out = []
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         for start in range(0, len(images), EVAL_BATCH):
-            x = to_input(images[start:start + EVAL_BATCH], pixel_mean, pixel_std, channels_last)
-            logits = net(x).float()
-            if tta:
-                logits = (logits + net(x.flip(3)).float()) / 2
-            out.append(logits)
+            x = to_input(images[start:start + EVAL_BATCH], pixel_mean, pixel_std, False)
+            views = tta_views(x, tta)
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            logits = sum(net(v.contiguous(memory_format=fmt)).float() for v in views)
+            out.append(logits / len(views))
     return torch.cat(out).numpy() if out else np.empty((0, N_CLASSES), np.float32)

@@ -158,7 +158,7 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
     model = create(family, **params, seed=seed)
     started = time.perf_counter()
     model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
-    metrics = {"fit_seconds": time.perf_counter() - started}
+    metrics = {"fit_seconds": time.perf_counter() - started, **getattr(model, "fit_metrics_", {})}
     for name, part in {"val": splits.val, **splits.tests()}.items():
         started = time.perf_counter()
         y_pred = model.predict(part.X)

@@ -127,11 +127,30 @@ def test_predict_proba_is_a_distribution(fitted, splits):
     np.testing.assert_array_equal(fitted.predict(splits.val.X), proba.argmax(axis=1))
 
 
-def test_tta_keeps_shapes(fitted, splits):
-    plain = copy.deepcopy(fitted).set_params(tta=False).predict_proba(splits.val.X)
-    mirrored = copy.deepcopy(fitted).set_params(tta=True).predict_proba(splits.val.X)
-    assert plain.shape == mirrored.shape
-    assert not np.array_equal(plain, mirrored)  # the mirror images do count
+def test_tta_modes_keep_shapes_and_change_predictions(fitted, splits):
+    proba = {mode: copy.deepcopy(fitted).set_params(tta=mode).predict_proba(splits.val.X)
+             for mode in training.TTA_MODES}
+    assert {p.shape for p in proba.values()} == {(len(splits.val), 7)}
+    # the extra views do count
+    assert not np.array_equal(proba["none"], proba["flip"])
+    assert not np.array_equal(proba["flip"], proba["crops"])
+
+
+def test_tta_views_are_mirrors_and_shifts():
+    x = torch.arange(2 * 48 * 48, dtype=torch.float32).view(2, 1, 48, 48)
+    views = training.tta_views(x, "crops")
+    assert len(views) == 10 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[0], x) and torch.equal(views[5], x.flip(3))
+    assert torch.equal(views[1][..., :-2, :], x[..., 2:, :])  # shifted by 2 rows
+
+
+def test_auto_tta_is_chosen_on_validation(splits):
+    model = create("cnn", **TINY, tta="auto").fit(splits.train.X, splits.train.y,
+                                                   eval_set=(splits.val.X, splits.val.y))
+    scores = {m: model.fit_metrics_[f"val_accuracy_tta_{m}"] for m in training.TTA_MODES}
+    assert model.tta_ in training.TTA_MODES and scores[model.tta_] == max(scores.values())
+    accuracy = np.mean(model.predict(splits.val.X) == splits.val.y)
+    assert accuracy == pytest.approx(scores[model.tta_])
 
 
 def test_fitted_estimator_survives_cloudpickle(fitted, splits):

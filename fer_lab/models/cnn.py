@@ -42,7 +42,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``fer_lab.training.Augment``.
         mixed_precision: ``bf16`` (autocast in training and inference) or ``fp32``.
         channels_last: NHWC weights and activations (faster oneDNN convs on CPU).
-        tta: average each prediction's logits with its mirror image's.
+        tta: test-time augmentation: ``none``, ``flip`` (average with the mirror image),
+            ``crops`` (the image and its mirror, each shifted 2 px four ways: 10 views) or
+            ``auto``: after training, each is scored on the validation set and the best
+            kept (``fit_metrics_`` records the scores; ties go to fewer views).
         patience: stop after this many epochs without a better validation accuracy;
             None never stops early.
         max_minutes: finish training within this wall time: the schedule then runs on
@@ -54,13 +57,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         net_: the trained network (best validation epoch), on the CPU.
         history_: the metrics of every epoch, as reported.
         best_epoch_: the index of the epoch whose weights ``net_`` holds.
+        tta_: the test-time augmentation predictions use.
+        fit_metrics_: figures of the fit worth logging beside the scores, e.g.
+            ``val_accuracy_tta_crops`` when ``tta="auto"``.
     """
 
     def __init__(self, arch="vgg", width=32, dropout=0.3, epochs=30, min_steps=0,
                  batch_size=128, lr=2e-3, optimizer="adamw", schedule="onecycle",
                  weight_decay=0.05, label_smoothing=0.1, class_weighting="none",
                  balanced_sampling=False, flip=True, shift=0.1, rotate=10.0, scale=0.1,
-                 erase=0.25, mixed_precision="bf16", channels_last=True, tta=True,
+                 erase=0.25, mixed_precision="bf16", channels_last=True, tta="flip",
                  patience=None, max_minutes=None, seed=0):
         self.arch = arch
         self.width = width
@@ -139,7 +145,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = best.history
         self.best_epoch_ = best.best_epoch
         self.classes_ = np.arange(len(EMOTIONS))
+        self.fit_metrics_ = {}
+        self.tta_ = self.tta
+        if self.tta == "auto":
+            self._choose_tta(X_val, y_val)
         return self
+
+    def _choose_tta(self, X_val: np.ndarray, y_val: np.ndarray) -> None:
+        """Scores every test-time augmentation on the validation set and keeps the best."""
+        from fer_lab import training
+
+        best = -1.0
+        for mode in training.TTA_MODES:  # fewest views first: a tie keeps the cheaper one
+            self.tta_ = mode
+            accuracy = float(np.mean(self.predict(X_val) == y_val))
+            self.fit_metrics_[f"val_accuracy_tta_{mode}"] = accuracy
+            if accuracy > best:
+                best, chosen = accuracy, mode
+        self.tta_ = chosen
 
     def _hold_out(self, X: np.ndarray, y: np.ndarray):
         """A seeded 10% validation carve, stratified when the classes allow it."""
@@ -150,12 +173,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return train_test_split(X, y, test_size=VAL_FRACTION, random_state=self.seed)
 
     def decision_function(self, X) -> np.ndarray:
-        """Logits ``(N, 7)``, mirror-averaged when ``tta``."""
+        """Logits ``(N, 7)``, averaged over the test-time augmentation's views."""
         from fer_lab import training
 
+        tta = self.tta_ if self.tta == "auto" else self.tta
         return training.predict_logits(
             self.net_, np.asarray(X), pixel_mean=self.pixel_mean_, pixel_std=self.pixel_std_,
-            precision=self.mixed_precision, channels_last=self.channels_last, tta=self.tta)
+            precision=self.mixed_precision, channels_last=self.channels_last, tta=tta)
 
     def predict_proba(self, X) -> np.ndarray:
         """Float64 class probabilities (softmax of the logits) summing to 1 per row."""
