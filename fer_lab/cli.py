@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from fer_lab import data as fer_data
+from fer_lab.config import BUDGETS, DEFAULT_BUDGET, DEFAULT_STORAGE
 
 
 def _families(args: argparse.Namespace) -> int:
@@ -18,11 +19,7 @@ def _families(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    try:
-        dataset = fer_data.load(args.path)
-    except fer_data.DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    dataset = fer_data.load(args.path)
     counts = dataset.counts()
     width = max(len(e) for e in fer_data.EMOTIONS)
     print(f"{dataset.source}: {len(dataset.labels)} images, digest {dataset.digest}")
@@ -46,21 +43,72 @@ def _tune(args: argparse.Namespace) -> int:
     from fer_lab.config import TuneConfig, load_family
     from fer_lab.tuning import tune
 
-    model = load_family(args.family, args.config, trials=args.trials, timeout=args.timeout,
-                        objective=args.objective)
+    model = load_family(args.family, args.config, budget=args.budget, trials=args.trials,
+                        timeout=args.timeout, objective=args.objective)
     config = TuneConfig(model=model, data=args.data, seed=args.seed,
                         val_fraction=args.val_fraction, experiment=args.experiment,
-                        storage=args.storage, study_name=args.study_name)
-    try:
-        metrics = tune(config)
-    except fer_data.DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    keys = ["val_accuracy", "val_macro_f1", "test_private_accuracy", "test_public_accuracy",
-            "test_all_accuracy", "test_all_macro_f1", "fit_seconds", "search_seconds"]
-    for key in keys:
+                        storage=args.storage, study_name=args.study_name, budget=args.budget,
+                        register=args.register)
+    _print_metrics(tune(config))
+    return 0
+
+
+KEY_METRICS = ["val_accuracy", "val_macro_f1", "test_private_accuracy", "test_public_accuracy",
+               "test_all_accuracy", "test_all_macro_f1", "fit_seconds", "search_seconds"]
+
+
+def _print_metrics(metrics: dict[str, float], prefix: str = "") -> None:
+    for key in KEY_METRICS:
         if key in metrics:
-            print(f"{key:24s} {metrics[key]:.4f}")
+            print(f"{prefix}{key:24s} {metrics[key]:.4f}")
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from fer_lab import registry, tracking
+
+    tracking.configure()
+    decision = registry.promote()
+    state = "changed" if decision.changed else "unchanged"
+    print(f"{decision.name}@{registry.CHAMPION} = version {decision.version} ({state})")
+    print(decision.reason)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from fer_lab import predict, tracking
+
+    tracking.configure()
+    found = list(predict.faces(predict.expand(args.paths), detect=args.detect_faces))
+    table = predict.classify(mlflow.pyfunc.load_model(args.model), found)
+    if args.csv:
+        table.to_csv(sys.stdout, index=False, float_format="%.4f")
+    else:
+        shown = table[["file", "box", "emotion", "confidence"]] if args.detect_faces \
+            else table[["file", "emotion", "confidence"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fer_lab import report, tracking
+
+    tracking.configure()
+    print(report.log_report(args.out, args.experiment, args.select))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from fer_lab.compare import compare
+
+    result = compare(args.data, args.budget, args.families or None, seed=args.seed,
+                     experiment=args.experiment, storage=args.storage, out=args.out)
+    for family, metrics in result.metrics.items():
+        print(f"[{family}]")
+        _print_metrics(metrics, "  ")
+    print(f"promoted: {result.promotion.reason}")
+    print(f"report: {result.report}")
     return 0
 
 
@@ -87,16 +135,66 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--objective", choices=["accuracy", "macro_f1"])
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
-    t.add_argument("--storage", default="sqlite:///optuna.db", help="Optuna storage URL")
-    t.add_argument("--study-name", help="default: the family name")
+    t.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="Optuna storage URL (default: $FER_LAB_STORAGE or sqlite:///optuna.db)")
+    t.add_argument("--study-name", help="default: <family>-<budget>-<data digest>")
+    t.add_argument("--budget", choices=BUDGETS, default=DEFAULT_BUDGET,
+                   help="quick (a smoke run), default, or full (for more time or a GPU)")
     t.add_argument("--config", help="an experiment yaml that overrides the family's config")
+    t.add_argument("--no-register", dest="register", action="store_false",
+                   help="do not register the model in the MLflow model registry")
     t.set_defaults(run=_tune)
+
+    sub.add_parser("promote", help="point fer-emotion@champion at the best family champion"
+                   ).set_defaults(run=_promote)
+
+    pr = sub.add_parser("predict", help="classify face images, folders or Kaggle-style CSVs")
+    pr.add_argument("paths", nargs="+", metavar="PATH")
+    pr.add_argument("--model", default="models:/fer-emotion@champion",
+                    help="an MLflow model URI (default: models:/fer-emotion@champion)")
+    pr.add_argument("--detect-faces", action="store_true",
+                    help="find the faces in full photos (OpenCV) and classify each")
+    pr.add_argument("--csv", action="store_true", help="CSV with every class probability")
+    pr.set_defaults(run=_predict)
+
+    r = sub.add_parser("report", help="write the comparison report from the tracking store")
+    r.add_argument("--out", default="report", help="output folder (default: report)")
+    r.add_argument("--experiment", default="fer-lab")
+    r.add_argument("--select", choices=["latest", "champion"], default="latest",
+                   help="each family's latest study, or its champion's")
+    r.set_defaults(run=_report)
+
+    c = sub.add_parser("compare", help="tune every family, promote the best, write the report")
+    c.add_argument("--data", default="synthetic")
+    c.add_argument("--budget", choices=BUDGETS, default=DEFAULT_BUDGET)
+    c.add_argument("--families", nargs="*", help="default: every family")
+    c.add_argument("--seed", type=lambda s: int(float(s)), default=0)
+    c.add_argument("--experiment", default="fer-lab")
+    c.add_argument("--storage", default=DEFAULT_STORAGE)
+    c.add_argument("--out", default="report")
+    c.set_defaults(run=_compare)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except Exception as err:  # noqa: BLE001
+        if not _for_the_user(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _for_the_user(err: Exception) -> bool:
+    """Errors a user can act on (a bad file, a model not registered yet, an unknown budget):
+    shown as one line; anything else keeps its traceback."""
+    mlflow_errors = sys.modules.get("mlflow.exceptions")
+    known = (fer_data.DataError, FileNotFoundError, LookupError, ValueError)
+    if mlflow_errors is not None:
+        known += (mlflow_errors.MlflowException,)
+    return isinstance(err, known)
 
 
 if __name__ == "__main__":

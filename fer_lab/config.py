@@ -17,6 +17,10 @@ import optuna
 import yaml
 
 OBJECTIVES = ("accuracy", "macro_f1")
+DEFAULT_BUDGET = "default"
+# Optuna's storage unless --storage says otherwise; teams point it at PostgreSQL.
+DEFAULT_STORAGE = os.environ.get("FER_LAB_STORAGE") or "sqlite:///optuna.db"
+BUDGETS = (DEFAULT_BUDGET, "quick", "full")
 
 
 def config_dir() -> Path:
@@ -96,13 +100,15 @@ class TuneConfig:
     seed: int = 0
     val_fraction: float = 0.1
     experiment: str = "fer-lab"
-    storage: str = "sqlite:///optuna.db"
+    storage: str = DEFAULT_STORAGE
     study_name: str | None = None
+    budget: str = DEFAULT_BUDGET
+    register: bool = True
 
     @property
-    def name(self) -> str:
-        """The Optuna study name: given, or ``<family>``."""
-        return self.study_name or self.model.family
+    def protocol(self) -> str:
+        """How validation was carved: what makes two studies' validation scores comparable."""
+        return f"val {self.val_fraction:g} of Training, seed {self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for logging as the resolved config."""
@@ -131,13 +137,17 @@ def _merge(base: dict, override: Mapping) -> dict:
 
 
 def load_family(family: str, experiment_file: str | os.PathLike | None = None,
-                **study_overrides: Any) -> FamilyConfig:
-    """Reads ``configs/<family>.yaml``, applies an experiment file, then study overrides.
+                budget: str = DEFAULT_BUDGET, **study_overrides: Any) -> FamilyConfig:
+    """Reads ``configs/<family>.yaml``, applies a budget, an experiment file, then study
+    overrides.
 
     Args:
         family: a registered family name.
         experiment_file: a yaml holding only overrides (``params``, ``search_space``,
             ``study``); ``search_space: {name: null}`` removes a dimension.
+        budget: ``default`` (the file as it is) or a name under the file's ``budgets``,
+            whose overrides apply first: ``quick`` (a smoke run in minutes) and ``full``
+            (for more time or a GPU).
         study_overrides: ``StudySettings`` fields given on the command line; None values
             leave the file's value.
     """
@@ -145,6 +155,12 @@ def load_family(family: str, experiment_file: str | os.PathLike | None = None,
     if not path.exists():
         raise FileNotFoundError(f"{path}: no config for family {family!r}")
     raw = yaml.safe_load(path.read_text()) or {}
+    budgets = raw.pop("budgets", None) or {}
+    if budget != DEFAULT_BUDGET:
+        if budget not in budgets:
+            known = ", ".join([DEFAULT_BUDGET, *budgets])
+            raise ValueError(f"{path}: unknown budget {budget!r}; known: {known}")
+        raw = _merge(raw, budgets[budget])
     if experiment_file:
         raw = _merge(raw, yaml.safe_load(Path(experiment_file).read_text()) or {})
     study = {**raw.get("study", {}), **{k: v for k, v in study_overrides.items() if v is not None}}

@@ -1,42 +1,121 @@
-"""The MLflow pyfunc form of any fitted family: pixels in, emotions and probabilities out."""
+"""The MLflow pyfunc form of any fitted family: faces in, emotions and probabilities out.
+
+The model takes any of: a DataFrame with a ``pixels`` column (Kaggle's 2,304
+space-separated values), a DataFrame with an ``image`` column of encoded images (PNG,
+JPEG, ... of any size, colour or grey; raw bytes, or base64 text as JSON carries them), or
+a numpy array of shape ``(N, 48, 48)`` or ``(N, 2304)``. Input it cannot take raises one
+``InputError`` naming the row, which the MLflow scoring server answers with a 400.
+"""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+from mlflow.models import ModelSignature, infer_signature
 
 from fer_lab.data import EMOTIONS, N_PIXELS
 
+SIDE = 48
+INPUT_COLUMNS = ("pixels", "image")
 
-class InputError(ValueError):
+
+class InputError(MlflowException, ValueError):
     """Input the model cannot take; the message names the row."""
 
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
-def to_pixels(model_input) -> np.ndarray:
-    """Turns a DataFrame with a ``pixels`` column, or an (N, 48, 48) / (N, 2304) array, into
-    flat uint8 pixels."""
-    if isinstance(model_input, pd.DataFrame):
-        if "pixels" not in model_input.columns:
-            raise InputError(f"expected a 'pixels' column, got {list(model_input.columns)}")
-        rows = []
-        for i, text in enumerate(model_input["pixels"]):
-            try:
-                values = np.array(str(text).split(), dtype=np.int64)
-            except ValueError:
-                raise InputError(f"row {i}: pixels must be integers 0..255") from None
-            if values.size != N_PIXELS or values.min() < 0 or values.max() > 255:
-                raise InputError(f"row {i}: expected {N_PIXELS} integers in 0..255, "
-                                 f"got {values.size} in {values.min()}..{values.max()}")
-            rows.append(values)
-        return np.stack(rows).astype(np.uint8) if rows else np.empty((0, N_PIXELS), np.uint8)
-    array = np.asarray(model_input)
-    if array.ndim == 3:
-        array = array.reshape(len(array), -1)
+
+def parse_pixels(text: Any, row: int) -> np.ndarray:
+    """One Kaggle-style pixel string as 2,304 uint8 values."""
+    try:
+        values = np.array(str(text).split(), dtype=np.int64)
+    except (ValueError, OverflowError):
+        raise InputError(f"row {row}: pixels must be integers 0..255") from None
+    if values.size != N_PIXELS:
+        raise InputError(f"row {row}: expected {N_PIXELS} pixel values, got {values.size}")
+    if values.min() < 0 or values.max() > 255:
+        raise InputError(f"row {row}: pixel values must be in 0..255, "
+                         f"got {values.min()}..{values.max()}")
+    return values.astype(np.uint8)
+
+
+def decode_image(data: Any, row: int) -> np.ndarray:
+    """An encoded image (bytes, or base64 text) as a 48x48 grey face, flat uint8.
+
+    Colour is converted to luminance and other sizes are resized (area-averaged when
+    shrinking), so a face crop of any size and format gives the network's input.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(data, str):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError(f"row {row}: image text must be base64-encoded image bytes") from None
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"row {row}: image must be encoded image bytes or base64 text, "
+                         f"not {type(data).__name__}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("L")
+            if image.size != (SIDE, SIDE):
+                image = image.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+            return np.asarray(image, dtype=np.uint8).reshape(N_PIXELS)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"row {row}: cannot decode the image ({err})") from None
+
+
+def _array_pixels(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "uif":
+        raise InputError(f"expected a numeric pixel array, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[1:] == (SIDE, SIDE):
+        array = array.reshape(len(array), N_PIXELS)
     if array.ndim != 2 or array.shape[1] != N_PIXELS:
-        raise InputError(f"expected shape (N, 48, 48) or (N, {N_PIXELS}), got {array.shape}")
+        raise InputError(f"expected shape (N, {SIDE}, {SIDE}) or (N, {N_PIXELS}), "
+                         f"got {array.shape}")
+    for row, values in enumerate(array):
+        if array.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            raise InputError(f"row {row}: pixel values must be finite")
+        if values.min(initial=0) < 0 or values.max(initial=0) > 255:
+            raise InputError(f"row {row}: pixel values must be in 0..255, "
+                             f"got {values.min()}..{values.max()}")
+        if array.dtype.kind == "f" and not np.all(values == np.round(values)):
+            raise InputError(f"row {row}: pixel values must be whole numbers 0..255 "
+                             "(scale 0..1 images by 255 and round)")
     return array.astype(np.uint8)
+
+
+def to_pixels(model_input: Any) -> np.ndarray:
+    """Any accepted input form as flat ``(N, 2304)`` uint8 pixels.
+
+    Raises:
+        InputError: the input, or one of its rows, is not a face the model can take.
+    """
+    if isinstance(model_input, pd.DataFrame):
+        if "pixels" in model_input.columns:
+            rows = [parse_pixels(v, i) for i, v in enumerate(model_input["pixels"])]
+        elif "image" in model_input.columns:
+            rows = [decode_image(v, i) for i, v in enumerate(model_input["image"])]
+        else:
+            raise InputError(f"expected a 'pixels' or an 'image' column, "
+                             f"got {list(map(str, model_input.columns))}")
+        return np.stack(rows) if rows else np.empty((0, N_PIXELS), np.uint8)
+    if isinstance(model_input, (np.ndarray, list)):
+        try:
+            array = np.asarray(model_input)
+        except ValueError as err:  # ragged nested lists
+            raise InputError(f"expected a rectangular pixel array ({err})") from None
+        return _array_pixels(array)
+    raise InputError("expected a DataFrame with a 'pixels' or 'image' column, or an array of "
+                     f"shape (N, {SIDE}, {SIDE}) or (N, {N_PIXELS}); got {type(model_input).__name__}")
 
 
 def predictions_frame(proba: np.ndarray) -> pd.DataFrame:
@@ -55,13 +134,29 @@ class FerModel(mlflow.pyfunc.PythonModel):
         self.estimator = estimator
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        return predictions_frame(self.estimator.predict_proba(to_pixels(model_input)))
+        pixels = to_pixels(model_input)
+        if not len(pixels):
+            return predictions_frame(np.empty((0, len(EMOTIONS))))
+        return predictions_frame(self.estimator.predict_proba(pixels))
+
+
+def pixel_strings(X: np.ndarray) -> list[str]:
+    """Flat pixels as Kaggle-style strings."""
+    return [" ".join(map(str, row)) for row in np.asarray(X).reshape(len(X), -1)]
 
 
 def log_model(estimator, example: np.ndarray) -> str:
-    """Logs a fitted estimator as a pyfunc model with signature and input example."""
-    frame = pd.DataFrame({"pixels": [" ".join(map(str, row)) for row in example]})
+    """Logs a fitted estimator as a pyfunc model with a signature and an input example;
+    returns the model's URI.
+
+    The signature declares the output table; its input side is left open on purpose:
+    MLflow enforces an input schema before the model sees the data, and a column schema
+    (``pixels: string``) would reject the image column and turn numpy arrays into frames
+    of 2,304 unnamed columns. ``to_pixels`` checks every input form instead.
+    """
+    frame = pd.DataFrame({"pixels": pixel_strings(example)})
     output = FerModel(estimator).predict(None, frame)
+    signature = ModelSignature(inputs=None, outputs=infer_signature(frame, output).outputs)
     info = mlflow.pyfunc.log_model(name="model", python_model=FerModel(estimator),
-                                   signature=infer_signature(frame, output), input_example=frame)
+                                   signature=signature, input_example=frame)
     return info.model_uri

@@ -31,14 +31,33 @@ def configure() -> str:
 
 
 @contextmanager
-def study_run(family: str, experiment: str, tags: Mapping[str, str]) -> Iterator[mlflow.ActiveRun]:
-    """Opens the study's parent run; under ``mlflow run`` that is the run it created."""
-    if not os.environ.get("MLFLOW_RUN_ID"):
+def top_run(experiment: str, name: str, role: str,
+            tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Opens a run that is not a trial: under ``mlflow run`` the run it created, inside an
+    active run (``fer-lab compare``) a run nested in it, else a new run in ``experiment``.
+
+    Args:
+        experiment: the MLflow experiment.
+        name: the run name shown in the UI.
+        role: the ``fer.role`` tag (``study``, ``report``, ``compare``).
+        tags: more tags.
+    """
+    nested = mlflow.active_run() is not None
+    if not nested and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
-    with mlflow.start_run() as run:
-        mlflow.set_tags({"mlflow.runName": f"{family} · study", "fer.family": family,
-                         "fer.role": "study", **tags})
+    with mlflow.start_run(nested=nested) as run:
+        mlflow.set_tags({"mlflow.runName": name, "fer.role": role, **(tags or {})})
         yield run
+
+
+def study_run(family: str, experiment: str, tags: Mapping[str, str]):
+    """The study's parent run, ``<family> · study``."""
+    return top_run(experiment, f"{family} · study", "study", {"fer.family": family, **tags})
+
+
+def report_run(experiment: str):
+    """The run that holds a comparison report."""
+    return top_run(experiment, "report", "report")
 
 
 @contextmanager

@@ -9,9 +9,11 @@ the test splits.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -20,7 +22,7 @@ import optuna
 from sklearn.model_selection import train_test_split
 
 from fer_lab import data as fer_data
-from fer_lab import evaluation, pyfunc, tracking
+from fer_lab import evaluation, pyfunc, registry, tracking
 from fer_lab.config import TuneConfig
 from fer_lab.models import create
 
@@ -90,15 +92,37 @@ def subsample(split: fer_data.Split, fraction: float, seed: int) -> tuple[np.nda
     return split.X[idx], split.y[idx]
 
 
-def open_study(config: TuneConfig) -> optuna.Study:
-    """Creates or resumes the persisted study."""
-    study = config.model.study
-    return optuna.create_study(
-        storage=config.storage, study_name=config.name, direction="maximize",
+def study_name(config: TuneConfig, digest: str) -> str:
+    """The given study name, else ``<family>-<budget>-<data digest>``: re-running the same
+    command resumes its study, and another data set or budget never joins it."""
+    return config.study_name or f"{config.model.family}-{config.budget}-{digest[:16]}"
+
+
+def open_study(config: TuneConfig, digest: str) -> optuna.Study:
+    """Creates or resumes the persisted study.
+
+    Raises:
+        ValueError: the study exists and was run on other data or another protocol.
+    """
+    settings = config.model.study
+    name = study_name(config, digest)
+    study = optuna.create_study(
+        storage=config.storage, study_name=name, direction="maximize",
         load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=study.startup_trials,
-                                           n_warmup_steps=study.warmup_steps),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
+                                           n_warmup_steps=settings.warmup_steps),
     )
+    identity = {"data_digest": digest, "protocol": config.protocol,
+                "objective": settings.objective}
+    for key, value in identity.items():
+        recorded = study.user_attrs.get(key)
+        if recorded is None:
+            study.set_user_attr(key, value)
+        elif recorded != value:
+            raise ValueError(f"study {name!r} in {config.storage} has {key} {recorded!r}, "
+                             f"this run {value!r}: its trials don't compare; give another "
+                             "--study-name")
+    return study
 
 
 def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
@@ -116,11 +140,12 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
     tracking.configure()
     dataset = dataset or fer_data.load(config.data)
     splits = fer_data.split(dataset, config.val_fraction, config.seed)
-    study = open_study(config)
+    study = open_study(config, dataset.digest)
     settings = config.model.study
     family = config.model.family
-    tags = {"fer.study": config.name, "fer.data_digest": dataset.digest,
-            "fer.objective": settings.objective}
+    tags = {"fer.study": study.study_name, "fer.data_digest": dataset.digest,
+            "fer.objective": settings.objective, "fer.protocol": config.protocol,
+            "fer.budget": config.budget}
     with tracking.study_run(family, config.experiment, tags) as run:
         tracking.log_config(config.to_dict())
         # Prefixed: `mlflow run` has already logged its raw entry-point parameters.
@@ -141,24 +166,40 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         search_seconds = time.perf_counter() - started
         best = study.best_trial
         params = {**config.model.params, **best.params, **settings.refit_params}
-        metrics = refit_and_evaluate(family, params, splits, config.seed)
+        metrics, model_uri = refit_and_evaluate(family, params, splits, config.seed)
         metrics.update(search_seconds=search_seconds, best_trial=best.number,
                        **_trial_counts(study))
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metrics(metrics)
         log_study_plots(study)
         mlflow.set_tag("fer.run_id", run.info.run_id)
+        if config.register:
+            decision = registry.register(model_uri, family, metrics,
+                                         {**tags, "fer.run_id": run.info.run_id})
+            mlflow.set_tags({"fer.registered_model": f"{decision.name}/{decision.version}",
+                             "fer.champion_decision": decision.reason})
+            log.warning("registry: %s", decision.reason)
     return metrics
 
 
 def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Splits,
-                       seed: int) -> dict[str, float]:
+                       seed: int) -> tuple[dict[str, float], str]:
     """Fits ``params`` on the whole training split, scores val and every test split, logs
-    their files and the model into the active run."""
+    their files and the model into the active run.
+
+    Returns:
+        The scores and timings, and the logged model's URI.
+    """
     model = create(family, **params, seed=seed)
     started = time.perf_counter()
     model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
     metrics = {"fit_seconds": time.perf_counter() - started, **getattr(model, "fit_metrics_", {})}
+    if hasattr(model, "write_artifacts"):  # families that train in epochs: curves, weights
+        with tempfile.TemporaryDirectory() as tmp:
+            series = model.write_artifacts(Path(tmp))
+            mlflow.log_artifacts(tmp, artifact_path="training")
+        for step in range(len(next(iter(series.values()), []))):
+            mlflow.log_metrics({f"refit_{k}": v[step] for k, v in series.items()}, step=step)
     for name, part in {"val": splits.val, **splits.tests()}.items():
         started = time.perf_counter()
         y_pred = model.predict(part.X)
@@ -168,8 +209,7 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
         if name == "test_all":
             metrics.update({f"test_all_{k}": v
                             for k, v in evaluation.per_class(part.y, y_pred).items()})
-    pyfunc.log_model(model, splits.val.X[:2])
-    return metrics
+    return metrics, pyfunc.log_model(model, splits.val.X[:2])
 
 
 def _trial_counts(study: optuna.Study) -> dict[str, int]:

@@ -21,3 +21,17 @@ def tracking(tracking_uri, tmp_path, monkeypatch):
     yield tracking_uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+@pytest.fixture
+def fresh_tracking(tmp_path, monkeypatch):
+    """A tracking store of the test's own (the model registry is global to a store)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()

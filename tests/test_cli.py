@@ -40,9 +40,23 @@ def test_console_script_is_installed():
     assert "tune" in out and "families" in out
 
 
-def test_unknown_family_fails_before_any_work(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no-such"):
-        cli.main(["tune", "no-such", "--storage", f"sqlite:///{tmp_path}/o.db"])
+def test_unknown_family_fails_before_any_work(tmp_path, capsys):
+    assert cli.main(["tune", "no-such", "--storage", f"sqlite:///{tmp_path}/o.db"]) == 1
+    assert "no config for family 'no-such'" in capsys.readouterr().err
+    assert not (tmp_path / "o.db").exists()
+
+
+def test_unknown_budget_lists_the_known_ones(capsys):
+    with pytest.raises(ValueError, match="unknown budget 'huge'; known: default, quick, full"):
+        load_family("svm", budget="huge")
+
+
+@pytest.mark.parametrize("family", families())
+def test_budgets_only_override_the_defaults(family):
+    default, quick = load_family(family), load_family(family, budget="quick")
+    assert quick.search_space == default.search_space
+    assert quick.study.trials < default.study.trials
+    assert load_family(family, budget="full").study.trials > default.study.trials
 
 
 def test_experiment_file_and_command_line_override_the_defaults(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from fer_lab.config import TuneConfig, load_family
 from fer_lab.data import load
 from fer_lab.models import families
-from fer_lab.tuning import tune
+from fer_lab.tuning import study_name, tune
 
 STUDY_METRICS = [
     "val_accuracy", "val_macro_f1", "test_private_accuracy", "test_public_accuracy",
@@ -30,7 +30,7 @@ def quick_config(family: str, tmp_path, trials: int = 2, **study) -> TuneConfig:
         model.study, trials=trials, timeout=None, rungs=(0.5, 1.0), **study))
     # The experiment is named after the test's folder: tests share one tracking store.
     return TuneConfig(model=model, data="synthetic:20", experiment=tmp_path.name,
-                      storage=f"sqlite:///{tmp_path}/optuna.db")
+                      storage=f"sqlite:///{tmp_path}/optuna.db", study_name=family)
 
 
 def runs_of(experiment: str):
@@ -64,6 +64,11 @@ def test_study_is_tracked(family, tracking, tmp_path, dataset):
                 f"evaluation/report_{split}.txt", f"evaluation/report_{split}.json"} <= files
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "optuna"} <= top
+    if family == "cnn":  # trains in epochs: curves, checkpoint and per-epoch refit metrics
+        training = {a.path for a in client.list_artifacts(parent.info.run_id, "training")}
+        assert training == {"training/curves.png", "training/best.pt"}
+        assert len(client.get_metric_history(parent.info.run_id, "refit_val_accuracy")) >= 2
+        assert "val_loss" in trials[0].data.metrics and "lr" in trials[0].data.metrics
     trial_files = {a.path for a in client.list_artifacts(trials[0].info.run_id, "evaluation")}
     assert "evaluation/confusion_val.png" in trial_files
     model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
@@ -82,6 +87,20 @@ def test_resume_reaches_the_requested_trials(tracking, tmp_path, dataset):
     assert len(study.trials) == 3
     trial_runs = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.role") == "trial"]
     assert len(trial_runs) == 3
+
+
+def test_default_study_name_keeps_data_sets_apart(tracking, tmp_path, dataset):
+    config = dataclasses.replace(quick_config("tree", tmp_path), study_name=None)
+    other = load("synthetic:21")
+    tune(config, dataset, progress=False)
+    tune(config, other, progress=False)  # other data: a study of its own
+    names = {study_name(config, d.digest) for d in (dataset, other)}
+    assert {s.study_name for s in optuna.get_all_study_summaries(config.storage)} == names
+    assert all(n.startswith("tree-default-") for n in names)
+    # a study named by hand refuses data other than its own
+    mixed = dataclasses.replace(config, study_name=study_name(config, dataset.digest))
+    with pytest.raises(ValueError, match="its trials don't compare"):
+        tune(mixed, other, progress=False)
 
 
 def test_pruning_stops_weak_trials_early(tracking, tmp_path, dataset):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
@@ -171,6 +172,34 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                     stratify=y)
         except ValueError:  # a class with a single row, or fewer held-out rows than classes
             return train_test_split(X, y, test_size=VAL_FRACTION, random_state=self.seed)
+
+    def write_artifacts(self, folder: Path) -> dict[str, list[float]]:
+        """Writes the training curves (``curves.png``) and the best epoch's weights
+        (``best.pt``, a state dict of ``fer_lab.nets.build(arch, width, dropout)``) into
+        ``folder``; returns the per-epoch metrics as series, to log step by step."""
+        import matplotlib.pyplot as plt
+        import torch
+
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net_.state_dict(), folder / "best.pt")
+        series = {k: [h[k] for h in self.history_] for k in self.history_[0]} \
+            if self.history_ else {}
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        epochs = np.arange(1, len(self.history_) + 1)
+        for ax, (title, keys) in zip(axes, [("loss", ("train_loss", "val_loss")),
+                                            ("accuracy", ("train_accuracy", "val_accuracy")),
+                                            ("learning rate", ("lr",))]):
+            for key in keys:
+                ax.plot(epochs, series.get(key, []), label=key)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=8)
+        if self.best_epoch_ is not None:
+            axes[1].axvline(self.best_epoch_ + 1, color="grey", linestyle=":", label="best")
+        fig.tight_layout()
+        fig.savefig(folder / "curves.png", dpi=90)
+        plt.close(fig)
+        return series
 
     def decision_function(self, X) -> np.ndarray:
         """Logits ``(N, 7)``, averaged over the test-time augmentation's views."""

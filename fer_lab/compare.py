@@ -1,0 +1,62 @@
+"""The main job: every family's study on one data set and budget, then promotion of the
+best model and the comparison report, all under one ``compare`` run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from fer_lab import data as fer_data
+from fer_lab import registry, report, tracking
+from fer_lab.config import DEFAULT_BUDGET, DEFAULT_STORAGE, TuneConfig, load_family
+from fer_lab.models import families as all_families
+from fer_lab.tuning import tune
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What ``compare`` produced.
+
+    Attributes:
+        metrics: each family's study metrics.
+        promotion: what ``promote`` did.
+        report: the HTML report.
+        run_id: the ``compare`` run holding the studies and the report.
+    """
+
+    metrics: dict[str, dict[str, float]]
+    promotion: registry.Decision
+    report: Path
+    run_id: str
+
+
+def compare(data: str = "synthetic", budget: str = DEFAULT_BUDGET,
+            families: Sequence[str] | None = None, *, seed: int = 0,
+            experiment: str = "fer-lab", storage: str = DEFAULT_STORAGE,
+            out: str | Path = "report", progress: bool = True) -> Comparison:
+    """Tunes every family (or ``families``) on ``data`` with ``budget``, promotes the best
+    and writes the report of these studies into ``out``."""
+    tracking.configure()
+    dataset = fer_data.load(data)
+    names = list(families or all_families())
+    configs = [TuneConfig(model=load_family(f, budget=budget), data=data, seed=seed,
+                          experiment=experiment, storage=storage, budget=budget)
+               for f in names]  # every config is read before hours of training start
+    metrics = {}
+    with tracking.top_run(experiment, f"compare · {budget}", "compare",
+                          {"fer.budget": budget, "fer.data_digest": dataset.digest}) as run:
+        mlflow.log_params({"compare.data": data, "compare.budget": budget,
+                           "compare.families": ",".join(names), "compare.seed": seed})
+        for config in configs:
+            log.warning("compare: %s study (%s budget)", config.model.family, budget)
+            metrics[config.model.family] = tune(config, dataset, progress=progress)
+        promotion = registry.promote()
+        mlflow.set_tag("fer.promotion", promotion.reason)
+        page = report.log_report(out, experiment, parent=run.info.run_id)
+    return Comparison(metrics, promotion, page, run.info.run_id)

@@ -1,0 +1,120 @@
+"""Classifying images, folders and Kaggle-style CSV files with a logged or registered model.
+
+An image is one face crop unless faces are detected: then OpenCV's bundled frontal-face
+Haar cascade (``opencv-python-headless``, no download) finds the faces in a full photo and
+each one is classified with its box.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fer_lab.pyfunc import SIDE, InputError, decode_image, parse_pixels
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face to classify: where it came from and its 48x48 grey pixels."""
+
+    source: str
+    pixels: np.ndarray
+    box: tuple[int, int, int, int] | None = None  # x, y, width, height in the source image
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named, and the image and CSV files under folders named, in sorted order.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and _is_input(p))
+        else:
+            out.append(path)
+    return out
+
+
+def _is_input(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(CSV_SUFFIXES)
+
+
+def _grey(data: bytes, source: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise InputError(f"{source}: cannot decode the image ({err})") from None
+
+
+def detect_faces(grey: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
+    """Face boxes ``(x, y, w, h)`` in a grey image, largest first (OpenCV Haar cascade)."""
+    import cv2
+
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
+                                     minSize=(min_size, min_size))
+    return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
+
+
+def _crop(grey: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    from PIL import Image
+
+    x, y, w, h = box
+    face = Image.fromarray(grey[y:y + h, x:x + w]).resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(face, dtype=np.uint8).reshape(-1)
+
+
+def faces(paths: Iterable[Path], detect: bool = False) -> Iterator[Face]:
+    """The faces in image files (each a crop, or the detected faces) and CSV files (a
+    ``pixels`` column; rows named ``file:row``)."""
+    for path in paths:
+        if path.name.lower().endswith(CSV_SUFFIXES):
+            frame = pd.read_csv(path, usecols=lambda c: c == "pixels")
+            if "pixels" not in frame.columns:
+                raise InputError(f"{path}: expected a 'pixels' column")
+            for i, text in enumerate(frame["pixels"]):
+                try:
+                    yield Face(f"{path}:{i + 2}", parse_pixels(text, i))
+                except InputError as err:
+                    raise InputError(f"{path}, line {i + 2}: {err.message}") from None
+            continue
+        data = path.read_bytes()
+        if not detect:
+            try:
+                yield Face(str(path), decode_image(data, 0))
+            except InputError:
+                raise InputError(f"{path}: cannot decode the image") from None
+            continue
+        grey = _grey(data, str(path))
+        for box in detect_faces(grey):
+            yield Face(str(path), _crop(grey, box), box)
+
+
+def classify(model, found: list[Face]) -> pd.DataFrame:
+    """One row per face: ``file``, ``box`` (when detected), ``emotion``, ``confidence`` and
+    the seven class probabilities."""
+    from fer_lab.data import EMOTIONS
+
+    columns = ["file", "box", "emotion", "confidence", *EMOTIONS]
+    if not found:
+        return pd.DataFrame(columns=columns)
+    out = model.predict(np.stack([f.pixels for f in found]))
+    out.insert(0, "file", [f.source for f in found])
+    out.insert(1, "box", ["" if f.box is None else "{},{},{},{}".format(*f.box) for f in found])
+    out["confidence"] = out[list(EMOTIONS)].max(axis=1)
+    return out[columns]

@@ -1,0 +1,150 @@
+"""End to end: `mlflow run . -e main` with the quick budget, read back through a real
+`mlflow server`'s REST API, then the report it wrote."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from fer_lab.data import EMOTIONS
+from fer_lab.models import families
+from fer_lab.report import SCORE_COLUMNS, SEED_FIGURES
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_METRICS = [metric for _, metric in SCORE_COLUMNS] + [
+    "fit_seconds", "search_seconds", "trials_complete", "trials_pruned", "trials_failed"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory):
+    """Runs the README's main job on small synthetic data in a temp folder."""
+    tmp = tmp_path_factory.mktemp("main")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    # The experiment's artifacts go to the temp folder, not `mlruns/` in the project.
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("fer-lab", artifact_location=(tmp / "artifacts").as_uri())
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FER_LAB_CACHE": str(tmp / "cache"),
+           "FER_LAB_STORAGE": f"sqlite:///{tmp}/optuna.db",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    done = subprocess.run(
+        [str(bin_dir / "mlflow"), "run", str(REPO), "-e", "main", "--env-manager", "local",
+         "--experiment-name", "fer-lab", "-P", "data=synthetic:30", "-P", "budget=quick",
+         "-P", f"out={tmp / 'report'}"],
+        env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-5000:]
+    return tmp, uri, done.stdout
+
+
+@pytest.fixture(scope="module")
+def server(main_run):
+    tmp, uri, _ = main_run
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"),
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not come up in 120 s"
+            time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def api(url: str, endpoint: str, payload: dict | None = None, **query) -> dict:
+    address = f"{url}/api/2.0/mlflow/{endpoint}"
+    if query:
+        address += "?" + urllib.parse.urlencode(query)
+    body = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(address, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_every_study_its_trials_metrics_and_files_are_in_the_tracking_server(server):
+    experiment = api(server, "experiments/get-by-name", experiment_name="fer-lab")["experiment"]
+    runs = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                       "max_results": 1000})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    by_id = {r["info"]["run_id"]: (r, t) for r, t in zip(runs, tags)}
+    [compare] = [r for r, t in zip(runs, tags) if t.get("fer.role") == "compare"]
+    assert compare["info"]["status"] == "FINISHED"
+    studies = {t["fer.family"]: r for r, t in zip(runs, tags) if t.get("fer.role") == "study"}
+    assert set(studies) == set(families())
+    for family, run in studies.items():
+        run_id = run["info"]["run_id"]
+        run_tags = by_id[run_id][1]
+        assert run_tags["mlflow.runName"] == f"{family} · study"
+        assert run_tags["mlflow.parentRunId"] == compare["info"]["run_id"]
+        trials = [t for r, t in by_id.values() if t.get("mlflow.parentRunId") == run_id
+                  and t.get("fer.role") == "trial"]
+        assert trials and all(t["mlflow.runName"].startswith(f"{family} · trial ") for t in trials)
+        metrics = {m["key"] for m in run["data"]["metrics"]}
+        assert set(STUDY_METRICS) <= metrics, family
+        assert {f"test_all_{e}_f1" for e in EMOTIONS} <= metrics
+        files = {f["path"] for f in api(server, "artifacts/list", run_id=run_id,
+                                         path="evaluation")["files"]}
+        assert "evaluation/confusion_test_all_normalized.png" in files
+        assert "evaluation/confusion_test_all.json" in files
+    [report] = [r for r, t in zip(runs, tags) if t.get("fer.role") == "report"]
+    files = {f["path"] for f in api(server, "artifacts/list", run_id=report["info"]["run_id"],
+                                     path="report")["files"]}
+    assert {"report/report.html", "report/report.md", "report/confusion_matrices.png",
+            "report/per_class_f1.png"} <= files
+
+
+def test_main_promoted_the_best_model(main_run):
+    _, uri, stdout = main_run
+    mlflow.set_tracking_uri(uri)
+    champion = mlflow.MlflowClient().get_model_version_by_alias("fer-emotion", "champion")
+    assert champion.tags["fer.family"] in families()
+    assert "promoted:" in stdout
+
+
+def test_report_names_every_family_and_metric(main_run):
+    tmp = main_run[0]
+    html = (tmp / "report" / "report.html").read_text()
+    markdown = (tmp / "report" / "report.md").read_text()
+    for text in (html, markdown):
+        for family in families():
+            assert family in text
+        for heading, _ in SCORE_COLUMNS:
+            assert heading in text
+        for emotion in EMOTIONS:
+            assert f"F1 {emotion}" in text
+        for column in ("trials (complete/pruned/failed)", "search s", "refit s",
+                       "best parameters"):
+            assert column in text
+        for family, accuracy in SEED_FIGURES.items():
+            assert f"seed slides: {family} (reference)" in text and f"{accuracy:.2f}" in text
+    assert html.count("data:image/png;base64,") >= 2 + len(families())  # self-contained
+    assert "Optimisation history: svm" in markdown
+    for png in ("confusion_matrices.png", "per_class_f1.png", "optimization_history_cnn.png"):
+        assert (tmp / "report" / png).stat().st_size > 1000

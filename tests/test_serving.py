@@ -1,0 +1,167 @@
+"""Using a registered model: `fer-lab predict` on files, and a real `mlflow models serve`."""
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_lab import cli, pyfunc, registry
+from fer_lab.data import EMOTIONS, load, split
+from fer_lab.models import create
+
+MODEL = f"models:/{registry.BEST_MODEL}@{registry.CHAMPION}"
+
+
+@pytest.fixture
+def champion(fresh_tracking):
+    """A small registered, promoted model in the test's own store; returns the val split."""
+    splits = split(load("synthetic:10"), val_fraction=0.2, seed=0)
+    model = create("knn", features="pca", pca_components=0.9).fit(splits.train.X, splits.train.y)
+    with mlflow.start_run() as run:
+        uri = pyfunc.log_model(model, splits.val.X[:2])
+    registry.register(uri, "knn", {"val_accuracy": 0.5},
+                      {"fer.data_digest": "d", "fer.protocol": "p", "fer.objective": "accuracy",
+                       "fer.run_id": run.info.run_id})
+    registry.promote()
+    return splits.val
+
+
+def write_faces(folder: Path, faces: np.ndarray) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (face, fmt, size) in enumerate(zip(faces, ["PNG", "JPEG", "PNG"],
+                                              [(48, 48), (120, 100), (300, 300)])):
+        path = folder / f"face{i}.{fmt.lower().replace('jpeg', 'jpg')}"
+        Image.fromarray(face.reshape(48, 48)).resize(size).convert(
+            "RGB" if fmt == "JPEG" else "L").save(path, fmt)
+        paths.append(path)
+    return paths
+
+
+def test_predict_classifies_a_folder_of_images_of_several_sizes(champion, tmp_path, capsys):
+    paths = write_faces(tmp_path / "faces", champion.X[:3])
+    assert cli.main(["predict", str(tmp_path / "faces")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["file", "emotion", "confidence"]
+    assert len(lines) == 4
+    for line, path in zip(lines[1:], paths):
+        name, emotion, confidence = line.split()
+        assert name == str(path) and emotion in EMOTIONS and 0 < float(confidence) <= 1
+
+
+def test_predict_reads_a_kaggle_csv_and_writes_csv(champion, tmp_path, capsys):
+    csv = tmp_path / "faces.csv"
+    csv.write_text("emotion,pixels,Usage\n" + "".join(
+        f"0,{p},PrivateTest\n" for p in pyfunc.pixel_strings(champion.X[:2])))
+    assert cli.main(["predict", str(csv), "--csv", "--model", MODEL]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == "file,box,emotion,confidence," + ",".join(EMOTIONS)
+    assert rows[1].startswith(f"{csv}:2,") and rows[2].startswith(f"{csv}:3,")
+
+
+def test_predict_detects_faces_in_a_photo(champion, tmp_path, capsys):
+    from skimage import data as skimage_data
+
+    photo = tmp_path / "astronaut.jpg"  # a real portrait photo shipped with scikit-image
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    assert cli.main(["predict", "--detect-faces", str(photo)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["file", "box", "emotion", "confidence"]
+    assert len(lines) >= 2
+    x, y, w, h = map(int, lines[1].split()[1].split(","))
+    assert 150 < x + w / 2 < 300 and 50 < y + h / 2 < 200  # her face, in the upper middle
+
+
+def test_predict_explains_bad_input(champion, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    assert cli.main(["predict", str(bad)]) == 1
+    assert "broken.png: cannot decode the image" in capsys.readouterr().err
+    assert cli.main(["predict", str(tmp_path / "missing")]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, payload) -> tuple[int, dict]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture
+def server(champion, fresh_tracking, tmp_path):
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # mlflow starts `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": fresh_tracking,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlflow_cli = bin_dir / "mlflow"
+    proc = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", MODEL, "--env-manager",
+                             "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "serve.log", "w"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+                break
+        except OSError:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+    else:
+        pytest.fail("mlflow models serve did not come up in 120 s")
+    yield url, champion
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_served_model_answers_pixels_and_images_and_rejects_bad_payloads(server):
+    url, val = server
+    pixels = {"dataframe_split": {"columns": ["pixels"],
+                                  "data": [[p] for p in pyfunc.pixel_strings(val.X[:3])]}}
+    status, body = post(f"{url}/invocations", pixels)
+    assert status == 200 and len(body["predictions"]) == 3
+    assert set(body["predictions"][0]) == {"emotion", "emotion_id", *EMOTIONS}
+
+    def b64png(face):
+        buffer = io.BytesIO()
+        Image.fromarray(face.reshape(48, 48)).resize((96, 96)).save(buffer, "PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    images = {"dataframe_split": {"columns": ["image"], "data": [[b64png(f)] for f in val.X[:2]]}}
+    status, body = post(f"{url}/invocations", images)
+    assert status == 200 and len(body["predictions"]) == 2
+
+    for bad, words in [
+        ({"dataframe_split": {"columns": ["pixels"], "data": [["1 2 3"]]}}, "expected 2304"),
+        ({"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}},
+         "cannot decode"),
+        (b"{not json", ""),
+    ]:
+        status, body = post(f"{url}/invocations", bad)
+        assert 400 <= status < 500
+        assert words in body.get("message", "")
+    status, body = post(f"{url}/invocations", pixels)  # still serving
+    assert status == 200
