@@ -30,7 +30,7 @@ def main() -> None:
     faces = split(load(args.data)).test_all.X[:args.n]
     forms = {"array (N, 48, 48)": faces.reshape(-1, 48, 48),
              "pixels DataFrame": pd.DataFrame({"pixels": pyfunc.pixel_strings(faces)})}
-    print(f"| model | input | images | seconds | images/s |\n|---|---|---|---|---|")
+    print("| model | input | images | seconds | images/s |\n|---|---|---|---|---|")
     for uri in args.models:
         model = mlflow.pyfunc.load_model(uri)
         model.predict(faces[:8])  # warm-up: lazy imports, thread pools

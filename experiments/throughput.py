@@ -1,10 +1,12 @@
 """Training throughput of the cnn family's networks on this CPU.
 
-For each architecture at one batch size: images/s of a bare forward + backward + SGD step
-loop on random data in fp32, bf16 autocast, and bf16 autocast with channels_last. Then,
-for the family's default setting, images/s through fer-lab's whole path
-(``CNNClassifier.fit`` for a fixed number of steps) against the bare loop on the same
-network and batch: the ratio shows what Lightning, augmentation and metrics cost.
+For each architecture at one batch size: images/s of a bare forward + backward + AdamW
+step loop on random data in fp32, bf16 autocast, and bf16 autocast with channels_last.
+Then, at the family's default precision, images/s through fer-lab's whole path
+(``CNNClassifier.fit`` for a fixed number of steps, inside an MLflow run that receives
+the per-epoch metrics as a study's trial does) against the bare loop on the same network
+and batch, in the same process: the ratio shows what Lightning, augmentation, metrics
+and logging cost.
 
     python experiments/throughput.py --steps 20
 """
@@ -12,9 +14,11 @@ network and batch: the ratio shows what Lightning, augmentation and metrics cost
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 
+import mlflow
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -73,12 +77,16 @@ def fer_lab_path(params: dict, steps: int, warmup: int) -> float:
         X = rng.integers(0, 256, (n, 2304), dtype=np.uint8)
         y = np.arange(n) % nets.N_CLASSES
         model = create("cnn", **{**params, "epochs": 1, "min_steps": 0, "patience": None,
-                                 "max_minutes": None})
+                                 "max_minutes": None, "tta": "none"})
         started = time.perf_counter()
-        model.fit(X, y, eval_set=(X_val, y_val))
+        with mlflow.start_run():
+            model.fit(X, y, eval_set=(X_val, y_val),
+                      report=lambda metrics: mlflow.log_metrics(dict(metrics), step=0))
         return time.perf_counter() - started
 
-    return batch * steps / (fit_seconds(warmup + steps) - fit_seconds(warmup))
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        return batch * steps / (fit_seconds(warmup + steps) - fit_seconds(warmup))
 
 
 def main() -> None:
@@ -110,17 +118,19 @@ def main() -> None:
         print(f"{arch:10s} {params:10,d}" + "".join(rates))
 
     defaults = {**load_family("cnn").params, "batch_size": args.batch}
-    bare = full = 0.0
-    for _ in range(args.repeats):  # alternated, so a burst of load elsewhere hits both
-        bare = max(bare, bare_loop(defaults["arch"], args.batch, args.steps, args.warmup,
-                                   defaults["mixed_precision"], defaults["channels_last"],
-                                   defaults["width"]))
-        full = max(full, fer_lab_path(defaults, args.steps, args.warmup))
-    print(f"\ndefault setting ({defaults['arch']} width {defaults['width']}, "
-          f"{defaults['mixed_precision']}, channels_last={defaults['channels_last']}, "
-          f"batch {args.batch}):")
-    print(f"  bare PyTorch loop      {bare:8.0f} img/s")
-    print(f"  CNNClassifier.fit      {full:8.0f} img/s   ratio {full / bare:.2f}")
+    print(f"\nfer-lab's path vs a bare loop ({defaults['mixed_precision']}, "
+          f"channels_last={defaults['channels_last']}, width {defaults['width']}, "
+          f"batch {args.batch}; best of {args.repeats}):")
+    print(f"{'arch':10s} {'bare img/s':>11s} {'fer-lab img/s':>14s} {'ratio':>6s}")
+    for arch in args.archs:
+        params = {**defaults, "arch": arch}
+        bare = full = 0.0
+        for _ in range(args.repeats):  # alternated, so a burst of load elsewhere hits both
+            bare = max(bare, bare_loop(arch, args.batch, args.steps, args.warmup,
+                                       params["mixed_precision"], params["channels_last"],
+                                       params["width"]))
+            full = max(full, fer_lab_path(params, args.steps, args.warmup))
+        print(f"{arch:10s} {bare:11.0f} {full:14.0f} {full / bare:6.2f}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,13 @@ def _tune(args: argparse.Namespace) -> int:
     config = TuneConfig(model=model, data=args.data, seed=args.seed,
                         val_fraction=args.val_fraction, experiment=args.experiment,
                         storage=args.storage, study_name=args.study_name, budget=args.budget,
-                        register=args.register)
+                        register=args.register, workers=args.workers,
+                        heartbeat=args.heartbeat)
+    if args.join:
+        from fer_lab.tuning import join
+
+        print(f"trials run by this worker: {join(config)}")
+        return 0
     _print_metrics(tune(config))
     return 0
 
@@ -143,6 +149,15 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="an experiment yaml that overrides the family's config")
     t.add_argument("--no-register", dest="register", action="store_false",
                    help="do not register the model in the MLflow model registry")
+    t.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (needs PostgreSQL or a journal "
+                        "storage for more than 1)")
+    t.add_argument("--join", action="store_true",
+                   help="only run trials of a study whose lead (a `tune` without --join) "
+                        "runs elsewhere; no refit")
+    t.add_argument("--heartbeat", type=float, default=30.0,
+                   help="seconds between trial heartbeats; a trial silent for three is "
+                        "failed as its worker's loss (database storages)")
     t.set_defaults(run=_tune)
 
     sub.add_parser("promote", help="point fer-emotion@champion at the best family champion"

@@ -104,6 +104,8 @@ class TuneConfig:
     study_name: str | None = None
     budget: str = DEFAULT_BUDGET
     register: bool = True
+    workers: int = 1
+    heartbeat: float = 30.0
 
     @property
     def protocol(self) -> str:

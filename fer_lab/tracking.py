@@ -61,11 +61,20 @@ def report_run(experiment: str):
 
 
 @contextmanager
-def trial_run(family: str, number: int) -> Iterator[mlflow.ActiveRun]:
-    """Opens a nested run for one trial; the caller sets its end state via ``end_trial``."""
-    run = mlflow.start_run(nested=True, run_name=f"{family} · trial {number}",
-                           tags={"fer.family": family, "fer.role": "trial",
-                                 "fer.trial": str(number)})
+def trial_run(family: str, number: int, study: str,
+              parent: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Opens a trial's run, nested in the active run, or in run ``parent`` (a worker
+    process of a study whose run another process holds); its end state follows how the
+    trial ended."""
+    tags = {"fer.family": family, "fer.role": "trial", "fer.trial": str(number),
+            "fer.study": study}
+    name = f"{family} · trial {number}"
+    if parent is None:
+        run = mlflow.start_run(nested=True, run_name=name, tags=tags)
+    else:
+        experiment = mlflow.MlflowClient().get_run(parent).info.experiment_id
+        run = mlflow.start_run(experiment_id=experiment, parent_run_id=parent, run_name=name,
+                               tags=tags)
     try:
         yield run
     except BaseException as err:
@@ -73,7 +82,8 @@ def trial_run(family: str, number: int) -> Iterator[mlflow.ActiveRun]:
         mlflow.set_tag("fer.trial_state", state)
         if state == "FAILED":
             mlflow.set_tag("fer.error", f"{type(err).__name__}: {err}"[:5000])
-        killed = isinstance(err, KeyboardInterrupt)
+        # Ctrl-C; Lightning turns it into SystemExit after a graceful stop
+        killed = isinstance(err, (KeyboardInterrupt, SystemExit))
         mlflow.end_run(RunStatus.to_string(
             RunStatus.FINISHED if state == "PRUNED" else RunStatus.KILLED if killed
             else RunStatus.FAILED))

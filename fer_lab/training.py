@@ -167,6 +167,9 @@ class FerModule(L.LightningModule):
         logits = self.net(x)
         loss = F.cross_entropy(logits, y, weight=self.loss_weights,
                                label_smoothing=self.label_smoothing)
+        if not torch.isfinite(loss):  # diverged (e.g. too high a learning rate): fail the fit
+            raise FloatingPointError(f"training loss is {loss.item()} at step "
+                                     f"{self.trainer.global_step if self._trainer else batch_idx}")
         with torch.no_grad():
             n = len(y)
             self._train_sums += torch.stack([loss.detach().float() * n,

@@ -8,6 +8,7 @@ the test splits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -22,7 +23,7 @@ import optuna
 from sklearn.model_selection import train_test_split
 
 from fer_lab import data as fer_data
-from fer_lab import evaluation, pyfunc, registry, tracking
+from fer_lab import evaluation, parallel, pyfunc, registry, tracking
 from fer_lab.config import TuneConfig
 from fer_lab.models import create
 
@@ -46,12 +47,21 @@ class Reporter:
 
 
 class Objective:
-    """The study's objective; holds the splits so trials never reload data."""
+    """The study's objective; holds the splits so trials never reload data.
 
-    def __init__(self, config: TuneConfig, splits: fer_data.Splits):
+    Args:
+        config: the resolved configuration.
+        splits: the protocol's splits.
+        parent_run: the study run to nest trial runs under, for a worker process that
+            has no active run of its own; None nests them in the active run.
+    """
+
+    def __init__(self, config: TuneConfig, splits: fer_data.Splits,
+                 parent_run: str | None = None):
         self.config = config
         self.splits = splits
         self.family = config.model.family
+        self.parent_run = parent_run
 
     def params(self, trial: optuna.Trial) -> dict[str, Any]:
         chosen = dict(self.config.model.params)
@@ -63,7 +73,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         rungs = self.config.model.study.rungs
-        with tracking.trial_run(self.family, trial.number):
+        with tracking.trial_run(self.family, trial.number, trial.study.study_name,
+                                self.parent_run):
             params = self.params(trial)
             mlflow.log_params(params)
             report = Reporter(trial, self.config.model.study.objective)
@@ -98,17 +109,20 @@ def study_name(config: TuneConfig, digest: str) -> str:
     return config.study_name or f"{config.model.family}-{config.budget}-{digest[:16]}"
 
 
-def open_study(config: TuneConfig, digest: str) -> optuna.Study:
+def open_study(config: TuneConfig, digest: str,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Creates or resumes the persisted study.
 
     Raises:
-        ValueError: the study exists and was run on other data or another protocol.
+        ValueError: the study exists and was run on other data or another protocol, or
+            the storage cannot take the workers asked for.
     """
     settings = config.model.study
     name = study_name(config, digest)
     study = optuna.create_study(
-        storage=config.storage, study_name=name, direction="maximize",
-        load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.seed),
+        storage=storage or parallel.storage(config.storage, config.workers, config.heartbeat),
+        study_name=name, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
                                            n_warmup_steps=settings.warmup_steps),
     )
@@ -129,18 +143,23 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
          progress: bool = True) -> dict[str, float]:
     """Runs (or resumes) a family's study, refits the best, evaluates it on the tests.
 
+    This process leads the study: it owns the study run, runs trials itself beside
+    ``config.workers - 1`` worker processes (and any ``join``-ed from elsewhere), then
+    refits, evaluates and registers the best once.
+
     Args:
         config: the resolved configuration.
         dataset: already loaded data; loaded from ``config.data`` when None.
-        progress: show Optuna's progress bar.
+        progress: show a progress bar of the study's trials.
 
     Returns:
         The study run's metrics (validation and test scores of the refit best).
     """
     tracking.configure()
+    storage = parallel.storage(config.storage, config.workers, config.heartbeat)  # fail first
     dataset = dataset or fer_data.load(config.data)
     splits = fer_data.split(dataset, config.val_fraction, config.seed)
-    study = open_study(config, dataset.digest)
+    study = open_study(config, dataset.digest, storage)
     settings = config.model.study
     family = config.model.family
     tags = {"fer.study": study.study_name, "fer.data_digest": dataset.digest,
@@ -152,17 +171,28 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         mlflow.log_params({"study.data": config.data, "study.seed": config.seed,
                            "study.trials": settings.trials, "study.timeout": settings.timeout,
                            "study.rungs": list(settings.rungs),
-                           "study.objective": settings.objective})
-        if not study.trials:  # try the config's defaults first: a known-good baseline
-            names = {p.name for p in config.model.search_space}
-            study.enqueue_trial({k: v for k, v in config.model.params.items() if k in names})
-        done = [t for t in study.trials if t.state.is_finished()]
-        remaining = max(settings.trials - len(done), 0)
+                           "study.objective": settings.objective,
+                           "study.workers": config.workers})
+        parallel.set_parent_run(study, run)
+        lost = parallel.close_lost_runs(study, run.info.experiment_id, run.info.run_id)
+        if lost:
+            log.warning("study %s: %d run(s) of lost workers closed as KILLED",
+                        study.study_name, len(lost))
+        objective = Objective(config, splits)
+        parallel.run_orphans(study, objective)
         started = time.perf_counter()
-        if remaining:
-            study.optimize(Objective(config, splits), n_trials=remaining,
-                           timeout=settings.timeout, catch=(Exception,),
-                           show_progress_bar=progress, gc_after_trial=True)
+        deadline = time.monotonic() + settings.timeout if settings.timeout else None
+        helpers = parallel.spawn_workers(config.workers - 1, join, config, deadline)
+        names = {p.name for p in config.model.search_space}
+        # The first trial tries the config's defaults: a known-good baseline.
+        defaults = {k: v for k, v in config.model.params.items() if k in names}
+        with _progress(study, settings.trials, progress) as advance:
+            try:
+                parallel.work(study, objective, config.storage, settings.trials, deadline,
+                              defaults, advance)
+            finally:
+                for helper in helpers:
+                    helper.join()
         search_seconds = time.perf_counter() - started
         best = study.best_trial
         params = {**config.model.params, **best.params, **settings.refit_params}
@@ -180,6 +210,49 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                              "fer.champion_decision": decision.reason})
             log.warning("registry: %s", decision.reason)
     return metrics
+
+
+def join(config: TuneConfig, deadline: float | None = None) -> int:
+    """A worker for a study that a lead (``tune``) runs: trials only, nested under the
+    lead's study run; no refit, no registration. Returns the number of trials it ran.
+
+    Args:
+        config: the same configuration as the lead's.
+        deadline: ``time.monotonic()`` after which no trial starts; default the config's
+            timeout from now.
+
+    Raises:
+        LookupError: the study has no lead yet.
+    """
+    tracking.configure()
+    storage = parallel.storage(config.storage, config.workers, config.heartbeat)
+    dataset = fer_data.load(config.data)
+    splits = fer_data.split(dataset, config.val_fraction, config.seed)
+    study = open_study(config, dataset.digest, storage)
+    parent = parallel.parent_run(study)
+    if parent is None:
+        raise LookupError(f"study {study.study_name!r} has no lead: start `fer-lab tune` "
+                          "(without --join) first")
+    timeout = config.model.study.timeout
+    if deadline is None and timeout:
+        deadline = time.monotonic() + timeout
+    ran = []
+    parallel.work(study, Objective(config, splits, parent_run=parent), config.storage,
+                  config.model.study.trials, deadline, on_trial=lambda: ran.append(1))
+    return len(ran)
+
+
+@contextlib.contextmanager
+def _progress(study: optuna.Study, total: int, show: bool):
+    """A progress bar of the study's finished trials, whoever ran them."""
+    from tqdm.auto import tqdm
+
+    def finished() -> int:
+        return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+    with tqdm(total=total, initial=finished(), disable=not show, desc=study.study_name,
+              unit="trial") as bar:
+        yield lambda: bar.update(max(finished() - bar.n, 0))
 
 
 def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Splits,

@@ -1,5 +1,16 @@
 """Shared fixtures: every test's outputs go to temporary folders, never the working tree."""
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -10,23 +21,8 @@ def tracking_uri(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
 
 
-@pytest.fixture
-def tracking(tracking_uri, tmp_path, monkeypatch):
-    """Points MLflow at the session's store and runs the test from its own temp folder."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(tracking_uri)
-    yield tracking_uri
-    while mlflow.active_run():
-        mlflow.end_run()
-
-
-@pytest.fixture
-def fresh_tracking(tmp_path, monkeypatch):
-    """A tracking store of the test's own (the model registry is global to a store)."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def _track_into(uri, tmp_path, monkeypatch):
+    """Points MLflow at ``uri`` and runs the test from its own temp folder."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
@@ -35,3 +31,52 @@ def fresh_tracking(tmp_path, monkeypatch):
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+@pytest.fixture
+def tracking(tracking_uri, tmp_path, monkeypatch):
+    """The session's shared tracking store."""
+    yield from _track_into(tracking_uri, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def fresh_tracking(tmp_path, monkeypatch):
+    """A tracking store of the test's own (the model registry is global to a store)."""
+    yield from _track_into(f"sqlite:///{tmp_path}/mlflow.db", tmp_path, monkeypatch)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(args: list[str], health: str, log: Path, env: dict | None = None,
+                  cwd: Path | None = None, timeout: float = 120) -> Iterator[str]:
+    """Runs ``mlflow ARGS --host 127.0.0.1 --port P`` from this venv until the block ends;
+    yields its URL once ``health`` answers."""
+    bin_dir = Path(sys.executable).parent  # mlflow starts `uvicorn` from PATH
+    env = {**os.environ, **(env or {}),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    port = free_port()
+    proc = subprocess.Popen([str(bin_dir / "mlflow"), *args, "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + health, timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"mlflow {args[0]} not up in {timeout} s"
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -182,3 +182,9 @@ def test_balanced_sampling_excludes_class_weighting(splits):
     model = create("cnn", **TINY, balanced_sampling=True, class_weighting="balanced")
     with pytest.raises(ValueError, match="balanced_sampling"):
         model.fit(splits.train.X, splits.train.y)
+
+
+def test_a_diverging_fit_fails_loudly_instead_of_training_on_nan(splits):
+    model = create("cnn", **{**TINY, "arch": "seed_cnn", "lr": 1e12, "optimizer": "sgd"})
+    with pytest.raises(FloatingPointError, match="training loss is"):
+        model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))

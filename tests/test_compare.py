@@ -3,17 +3,15 @@
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import mlflow_server
 
 from fer_lab.data import EMOTIONS
 from fer_lab.models import families
@@ -22,12 +20,6 @@ from fer_lab.report import SCORE_COLUMNS, SEED_FIGURES
 REPO = Path(__file__).resolve().parents[1]
 STUDY_METRICS = [metric for _, metric in SCORE_COLUMNS] + [
     "fit_seconds", "search_seconds", "trials_complete", "trials_pruned", "trials_failed"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,27 +47,9 @@ def main_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(main_run):
     tmp, uri, _ = main_run
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"),
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not come up in 120 s"
-            time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with mlflow_server(["server", "--backend-store-uri", uri, "--workers", "1"], "/health",
+                       tmp / "server.log", cwd=tmp) as url:
+        yield url
 
 
 def api(url: str, endpoint: str, payload: dict | None = None, **query) -> dict:

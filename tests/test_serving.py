@@ -3,12 +3,6 @@
 import base64
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +10,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from conftest import mlflow_server
 from PIL import Image
 
 from fer_lab import cli, pyfunc, registry
@@ -94,12 +89,6 @@ def test_predict_explains_bad_input(champion, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post(url: str, payload) -> tuple[int, dict]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
@@ -112,29 +101,10 @@ def post(url: str, payload) -> tuple[int, dict]:
 
 @pytest.fixture
 def server(champion, fresh_tracking, tmp_path):
-    port = free_port()
-    bin_dir = Path(sys.executable).parent  # mlflow starts `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": fresh_tracking,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    mlflow_cli = bin_dir / "mlflow"
-    proc = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", MODEL, "--env-manager",
-                             "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "serve.log", "w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
-    else:
-        pytest.fail("mlflow models serve did not come up in 120 s")
-    yield url, champion
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with mlflow_server(["models", "serve", "-m", MODEL, "--env-manager", "local",
+                        "--workers", "1"], "/ping", tmp_path / "serve.log",
+                       {"MLFLOW_TRACKING_URI": fresh_tracking}) as url:
+        yield url, champion
 
 
 def test_served_model_answers_pixels_and_images_and_rejects_bad_payloads(server):

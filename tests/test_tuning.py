@@ -7,7 +7,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from fer_lab.config import TuneConfig, load_family
+from fer_lab.config import Param, TuneConfig, load_family
 from fer_lab.data import load
 from fer_lab.models import families
 from fer_lab.tuning import study_name, tune
@@ -111,3 +111,18 @@ def test_pruning_stops_weak_trials_early(tracking, tmp_path, dataset):
     assert optuna.trial.TrialState.PRUNED in states
     pruned_runs = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.trial_state") == "PRUNED"]
     assert len(pruned_runs) == states.count(optuna.trial.TrialState.PRUNED)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tracking, tmp_path, dataset):
+    config = quick_config("knn", tmp_path, trials=3)
+    # trial 0 runs the defaults; later ones ask for more neighbours than there are rows
+    space = tuple(p for p in config.model.search_space if p.name != "n_neighbors") + (
+        Param("n_neighbors", low=10_000, high=10_001),)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                   search_space=space))
+    metrics = tune(config, dataset, progress=False)
+    assert metrics["trials_complete"] == 1 and metrics["trials_failed"] == 2
+    runs = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.role") == "trial"]
+    failed = [r for r in runs if r.data.tags["fer.trial_state"] == "FAILED"]
+    assert len(failed) == 2 and all(r.info.status == "FAILED" for r in failed)
+    assert all("n_neighbors" in r.data.tags["fer.error"] for r in failed)

@@ -1,0 +1,186 @@
+"""Several workers on one study, and workers that die: real processes, real storages.
+
+The PostgreSQL test runs when ``FER_LAB_TEST_POSTGRES`` names a server (``.ci/run``
+installs and starts one); the others need nothing but this machine.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from conftest import mlflow_server
+
+from fer_lab import cli, parallel
+
+POSTGRES = os.environ.get("FER_LAB_TEST_POSTGRES")
+FER_LAB = [sys.executable, "-m", "fer_lab.cli"]
+# Slow enough trials (a few seconds) to be killed in the middle of one.
+SLOW_CNN = {"params": {"width": 8, "epochs": 6, "min_steps": 0, "batch_size": 16,
+                       "max_minutes": None, "tta": "none"},
+            "search_space": {"arch": None},
+            "study": {"rungs": [1.0], "warmup_steps": 0,
+                      "refit_params": {"epochs": 1, "max_minutes": None, "tta": "none"}}}
+
+
+def trial_runs(experiment: str) -> list:
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    return [r for r in runs if r.data.tags.get("fer.role") == "trial"]
+
+
+def test_sqlite_refuses_parallel_workers_with_a_clear_message(tmp_path, capsys):
+    with pytest.raises(ValueError, match="journal.*optuna.journal"):
+        parallel.storage(f"sqlite:///{tmp_path}/o.db", workers=2)
+    args = ["tune", "knn", "--data", "synthetic:20", "--workers", "2",
+            "--storage", f"sqlite:///{tmp_path}/o.db"]
+    assert cli.main(args) == 1
+    assert "SQLite takes one writer at a time" in capsys.readouterr().err
+
+
+def test_workers_on_a_journal_split_the_trials_exactly(tracking, tmp_path):
+    from fer_lab.config import TuneConfig, load_family
+
+    config = TuneConfig(model=load_family("knn", trials=8, timeout=None), data="synthetic:20",
+                        experiment=tmp_path.name, workers=2, study_name="knn-journal",
+                        storage=f"journal://{tmp_path}/optuna.journal")
+    from fer_lab.tuning import tune
+
+    tune(config, progress=False)
+    study = optuna.load_study(study_name="knn-journal", storage=parallel.storage(config.storage))
+    assert sorted(t.number for t in study.trials) == list(range(8))
+    assert all(t.state.is_finished() for t in study.trials)
+    runs = trial_runs(config.experiment)
+    assert sorted(int(r.data.tags["fer.trial"]) for r in runs) == list(range(8))
+    [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert mlflow.get_run(parent).data.tags["fer.role"] == "study"
+
+
+def fer_lab(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(FER_LAB + args, env={**os.environ, **env}, **kwargs)
+
+
+@pytest.fixture
+def postgres():
+    """A database of the test's own on the PostgreSQL server of ``FER_LAB_TEST_POSTGRES``."""
+    if not POSTGRES:
+        pytest.skip("FER_LAB_TEST_POSTGRES is not set (.ci/run starts a PostgreSQL server)")
+    import sqlalchemy
+
+    name = f"fer_test_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_three_workers_on_postgresql_run_exactly_the_trials_asked(postgres, tmp_path):
+    """The team set-up: Optuna on PostgreSQL, an MLflow server on PostgreSQL, 3 workers."""
+    with mlflow_server(["server", "--backend-store-uri", postgres, "--workers", "1",
+                        "--artifacts-destination", str(tmp_path / "artifacts")], "/health",
+                       tmp_path / "server.log", cwd=tmp_path) as url:
+        env = {"MLFLOW_TRACKING_URI": url, "FER_LAB_CACHE": str(tmp_path / "cache")}
+        common = ["tune", "knn", "--data", "synthetic:20", "--storage", postgres,
+                  "--study-name", "team", "--trials", "12", "--experiment", "team"]
+        lead = fer_lab(common + ["--workers", "2"], env, cwd=tmp_path,
+                       stderr=subprocess.PIPE, text=True)
+        time.sleep(8)  # the lead opens the study run the joiners nest under
+        joiner = fer_lab(common + ["--join"], env, cwd=tmp_path, stderr=subprocess.PIPE,
+                         text=True)
+        _, lead_err = lead.communicate(timeout=600)
+        _, join_err = joiner.communicate(timeout=600)
+        assert lead.returncode == 0, lead_err[-3000:]
+        assert joiner.returncode == 0, join_err[-3000:]
+        for err in (lead_err, join_err):
+            assert "database is locked" not in err and "deadlock" not in err.lower()
+        study = optuna.load_study(study_name="team", storage=postgres)
+        numbers = [t.number for t in study.trials]
+        assert sorted(numbers) == list(range(12))
+        assert all(t.state.is_finished() for t in study.trials)
+        mlflow.set_tracking_uri(url)
+        runs = trial_runs("team")
+        assert sorted(int(r.data.tags["fer.trial"]) for r in runs) == list(range(12))
+        assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_path, stop):
+    experiment = f"crash-{stop.name}"
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(SLOW_CNN))
+    args = ["tune", "cnn", "--data", "synthetic:20", "--config", str(tmp_path / "slow.yaml"),
+            "--trials", "3", "--heartbeat", "1", "--study-name", "s", "--experiment",
+            experiment, "--storage", f"sqlite:///{tmp_path}/optuna.db"]
+    env = {"MLFLOW_TRACKING_URI": fresh_tracking, "FER_LAB_CACHE": str(tmp_path / "cache")}
+    worker = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                     stderr=open(tmp_path / "first.log", "w"))
+
+    def running_second_trial():
+        runs = [r for r in trial_runs(experiment) if r.data.tags.get("fer.trial") == "1"]
+        return runs and runs[0].info.status == "RUNNING" and runs[0]
+
+    try:
+        victim = wait_for(running_second_trial, 300, "second trial")
+        time.sleep(2)  # well inside its epochs
+    finally:
+        worker.send_signal(stop)
+        worker.wait(timeout=60)
+    first = {r.info.run_id: r for r in trial_runs(experiment)}
+    assert first[mlflow.get_run(victim.info.run_id).info.run_id]
+    completed_before = {i: r.info.end_time for i, r in first.items()
+                        if r.data.tags.get("fer.trial_state") == "COMPLETE"}
+    time.sleep(parallel.GRACE_FACTOR * 1 + 1)  # the dead worker's heartbeat goes stale
+    resumed = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                      stderr=open(tmp_path / "second.log", "w"))
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = {t.number: t.state for t in study.trials}
+    assert len(states) == 3 and states[1] == optuna.trial.TrialState.FAIL
+    assert all(s.is_finished() for s in states.values())
+    lost = mlflow.get_run(victim.info.run_id)
+    assert lost.info.status in ("FAILED", "KILLED")
+    assert lost.data.tags["fer.trial_state"] == "FAILED"
+    after = {r.info.run_id: r for r in trial_runs(experiment)}
+    for run_id, end_time in completed_before.items():  # completed trials untouched
+        assert after[run_id].info.end_time == end_time
+        assert after[run_id].info.status == "FINISHED"
+    assert not [r for r in after.values() if r.info.status == "RUNNING"]
+    studies = [r for r in mlflow.search_runs(experiment_names=[experiment], output_format="list")
+               if r.data.tags.get("fer.role") == "study"]
+    assert sorted(r.info.status for r in studies) in (["FINISHED", "KILLED"],
+                                                      ["FAILED", "FINISHED"])
+
+
+def test_same_seed_same_data_same_command_same_trials(tracking, tmp_path):
+    from fer_lab.config import TuneConfig, load_family
+    from fer_lab.tuning import tune
+
+    results = []
+    for run in ("a", "b"):
+        config = TuneConfig(model=load_family("logreg", trials=4, timeout=None),
+                            data="synthetic:20", experiment=f"{tmp_path.name}-{run}",
+                            storage=f"sqlite:///{tmp_path}/{run}.db", seed=3)
+        metrics = tune(config, progress=False)
+        study = optuna.load_study(study_name=optuna.get_all_study_summaries(
+            config.storage)[0].study_name, storage=config.storage)
+        results.append(([t.params for t in study.trials], [t.value for t in study.trials],
+                        metrics["test_all_accuracy"]))
+    assert results[0] == results[1]
+    assert Path(tmp_path / "a.db").exists()

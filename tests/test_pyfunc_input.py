@@ -1,0 +1,110 @@
+"""Property-based tests of the model's input handling: any input either becomes flat uint8
+pixels or raises one ``InputError`` that names the bad row; nothing else escapes."""
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from fer_lab.pyfunc import InputError, to_pixels
+
+N = 2304
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def good_row(seed: int) -> str:
+    return " ".join(map(str, np.random.default_rng(seed).integers(0, 256, N)))
+
+
+tokens = st.one_of(st.integers(-300, 600).map(str), st.text(max_size=4),
+                   st.sampled_from(["", " ", "1.5", "1e2", "٣", "0x10", "nan"]))
+
+
+@st.composite
+def pixel_frames(draw):
+    """Frames of good rows with at most one damaged row (tokens cut, added or replaced)."""
+    n = draw(st.integers(1, 4))
+    rows = [good_row(draw(st.integers(0, 10**6))) for _ in range(n)]
+    bad = draw(st.one_of(st.none(), st.integers(0, n - 1)))
+    if bad is not None:
+        values = rows[bad].split()
+        how = draw(st.sampled_from(["cut", "add", "replace"]))
+        if how == "cut":
+            values = values[:draw(st.integers(0, N - 1))]
+        elif how == "add":
+            values += draw(st.lists(tokens, min_size=1, max_size=3))
+        else:
+            values[draw(st.integers(0, N - 1))] = draw(tokens)
+        rows[bad] = " ".join(values)
+    return pd.DataFrame({"pixels": rows}), bad
+
+
+@SETTINGS
+@given(case=pixel_frames())
+def test_pixel_strings_parse_or_name_the_row(case):
+    frame, bad = case
+    try:
+        pixels = to_pixels(frame)
+    except InputError as err:
+        assert bad is not None and f"row {bad}:" in str(err)
+        return
+    assert pixels.shape == (len(frame), N) and pixels.dtype == np.uint8
+    for i, text in enumerate(frame["pixels"]):
+        np.testing.assert_array_equal(pixels[i], np.array(text.split(), dtype=np.int64))
+
+
+def png(seed: int, size: tuple[int, int], mode: str) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(
+        mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@SETTINGS
+@given(seed=st.integers(0, 1000), size=st.tuples(st.integers(1, 200), st.integers(1, 200)),
+       mode=st.sampled_from(["L", "RGB", "RGBA", "P"]), cut=st.one_of(st.none(), st.integers(0, 60)),
+       as_text=st.booleans())
+def test_images_decode_or_name_the_row(seed, size, mode, cut, as_text):
+    data = png(seed, size, mode)
+    if cut is not None:
+        data = data[:cut]  # a truncated upload
+    value = base64.b64encode(data).decode() if as_text else data
+    frame = pd.DataFrame({"image": [png(0, (48, 48), "L"), value]})
+    try:
+        pixels = to_pixels(frame)
+    except InputError as err:
+        assert cut is not None and str(err).startswith("row 1:")
+        return
+    assert pixels.shape == (2, N) and pixels.dtype == np.uint8
+
+
+@SETTINGS
+@given(blob=st.one_of(st.binary(max_size=200), st.text(max_size=50), st.integers(), st.none()))
+def test_arbitrary_image_cells_never_crash(blob):
+    with pytest.raises(InputError, match="row 0:"):
+        to_pixels(pd.DataFrame({"image": [blob]}))
+
+
+@SETTINGS
+@given(array=hnp.arrays(
+    dtype=st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
+                    hnp.boolean_dtypes(), st.just(np.dtype("U3")), st.just(np.dtype("O"))),
+    shape=st.one_of(st.just((2, 48, 48)), st.just((3, N)),
+                    hnp.array_shapes(min_dims=1, max_dims=4, max_side=50))))
+def test_arrays_convert_or_explain(array):
+    try:
+        pixels = to_pixels(array)
+    except InputError as err:
+        assert str(err)
+        return
+    assert pixels.dtype == np.uint8 and pixels.shape == (len(array), N)
+    assert array.dtype.kind in "uif"
+    np.testing.assert_array_equal(pixels, array.reshape(len(array), N))
