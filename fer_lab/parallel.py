@@ -147,12 +147,13 @@ def close_lost_runs(study: optuna.Study, experiment_id: str, current_run: str) -
 
 
 def spawn_workers(n: int, target: Callable[..., None], *args) -> list:
-    """Starts ``n`` worker processes running ``target(*args)`` (spawned: no state shared
-    with this process but the arguments)."""
+    """Starts ``n`` worker processes running ``target(*args, worker=k)`` for k = 1..n
+    (spawned: no state shared with this process but the arguments)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=target, args=args) for _ in range(n)]
+    procs = [context.Process(target=target, args=args, kwargs={"worker": k})
+             for k in range(1, n + 1)]
     for proc in procs:
         proc.start()
     return procs

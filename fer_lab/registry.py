@@ -108,8 +108,7 @@ def register(model_uri: str, family: str, metrics: dict[str, float],
                   f"`@{CHAMPION}` is the best on validation for its data and protocol.")
     version_tags = {**tags, "fer.family": family, "fer.code_version": code_version(),
                     **{k: f"{metrics[k]:.6f}" for k in METRIC_TAGS if k in metrics}}
-    new = client.create_model_version(name, model_uri, run_id=tags.get("fer.run_id"),
-                                      tags=version_tags)
+    new = mlflow.register_model(model_uri, name, tags=version_tags)
     current = _champion(client, name)
     key = f"val_{tags['fer.objective']}"
     if current is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -110,8 +111,13 @@ def study_name(config: TuneConfig, digest: str) -> str:
 
 
 def open_study(config: TuneConfig, digest: str,
-               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+               storage: optuna.storages.BaseStorage | None = None,
+               worker: int = 0) -> optuna.Study:
     """Creates or resumes the persisted study.
+
+    Args:
+        worker: 0 for the lead; other workers seed their sampler apart from it, or they
+            would propose the very same parameters at the same time.
 
     Raises:
         ValueError: the study exists and was run on other data or another protocol, or
@@ -122,7 +128,8 @@ def open_study(config: TuneConfig, digest: str,
     study = optuna.create_study(
         storage=storage or parallel.storage(config.storage, config.workers, config.heartbeat),
         study_name=name, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        sampler=optuna.samplers.TPESampler(
+            seed=config.seed if worker == 0 else config.seed * 7919 + worker),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
                                            n_warmup_steps=settings.warmup_steps),
     )
@@ -212,7 +219,7 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
     return metrics
 
 
-def join(config: TuneConfig, deadline: float | None = None) -> int:
+def join(config: TuneConfig, deadline: float | None = None, worker: int | None = None) -> int:
     """A worker for a study that a lead (``tune``) runs: trials only, nested under the
     lead's study run; no refit, no registration. Returns the number of trials it ran.
 
@@ -220,6 +227,7 @@ def join(config: TuneConfig, deadline: float | None = None) -> int:
         config: the same configuration as the lead's.
         deadline: ``time.monotonic()`` after which no trial starts; default the config's
             timeout from now.
+        worker: this worker's number (1, 2, ...); default one drawn from the process id.
 
     Raises:
         LookupError: the study has no lead yet.
@@ -228,7 +236,7 @@ def join(config: TuneConfig, deadline: float | None = None) -> int:
     storage = parallel.storage(config.storage, config.workers, config.heartbeat)
     dataset = fer_data.load(config.data)
     splits = fer_data.split(dataset, config.val_fraction, config.seed)
-    study = open_study(config, dataset.digest, storage)
+    study = open_study(config, dataset.digest, storage, worker or 1 + os.getpid())
     parent = parallel.parent_run(study)
     if parent is None:
         raise LookupError(f"study {study.study_name!r} has no lead: start `fer-lab tune` "

@@ -28,6 +28,7 @@ def _track_into(uri, tmp_path, monkeypatch):
     monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(tmp_path.name)  # the last test's experiment id means nothing here
     yield uri
     while mlflow.active_run():
         mlflow.end_run()

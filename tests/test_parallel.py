@@ -23,7 +23,7 @@ from fer_lab import cli, parallel
 POSTGRES = os.environ.get("FER_LAB_TEST_POSTGRES")
 FER_LAB = [sys.executable, "-m", "fer_lab.cli"]
 # Slow enough trials (a few seconds) to be killed in the middle of one.
-SLOW_CNN = {"params": {"width": 8, "epochs": 6, "min_steps": 0, "batch_size": 16,
+SLOW_CNN = {"params": {"width": 8, "epochs": 40, "min_steps": 0, "batch_size": 16,
                        "max_minutes": None, "tta": "none"},
             "search_space": {"arch": None},
             "study": {"rungs": [1.0], "warmup_steps": 0,
@@ -68,28 +68,32 @@ def fer_lab(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
 
 @pytest.fixture
 def postgres():
-    """A database of the test's own on the PostgreSQL server of ``FER_LAB_TEST_POSTGRES``."""
+    """Databases of the test's own on the server of ``FER_LAB_TEST_POSTGRES``: one for
+    Optuna, one for MLflow (each keeps its schema version in a table of the same name)."""
     if not POSTGRES:
         pytest.skip("FER_LAB_TEST_POSTGRES is not set (.ci/run starts a PostgreSQL server)")
     import sqlalchemy
 
-    name = f"fer_test_{uuid.uuid4().hex[:8]}"
+    names = [f"fer_test_{uuid.uuid4().hex[:8]}_{use}" for use in ("optuna", "mlflow")]
     admin = sqlalchemy.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+        for name in names:
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield [POSTGRES.rsplit("/", 1)[0] + f"/{name}" for name in names]
     with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+        for name in names:
+            connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
     admin.dispose()
 
 
 def test_three_workers_on_postgresql_run_exactly_the_trials_asked(postgres, tmp_path):
     """The team set-up: Optuna on PostgreSQL, an MLflow server on PostgreSQL, 3 workers."""
-    with mlflow_server(["server", "--backend-store-uri", postgres, "--workers", "1",
+    optuna_db, mlflow_db = postgres
+    with mlflow_server(["server", "--backend-store-uri", mlflow_db, "--workers", "1",
                         "--artifacts-destination", str(tmp_path / "artifacts")], "/health",
                        tmp_path / "server.log", cwd=tmp_path) as url:
         env = {"MLFLOW_TRACKING_URI": url, "FER_LAB_CACHE": str(tmp_path / "cache")}
-        common = ["tune", "knn", "--data", "synthetic:20", "--storage", postgres,
+        common = ["tune", "knn", "--data", "synthetic:20", "--storage", optuna_db,
                   "--study-name", "team", "--trials", "12", "--experiment", "team"]
         lead = fer_lab(common + ["--workers", "2"], env, cwd=tmp_path,
                        stderr=subprocess.PIPE, text=True)
@@ -102,7 +106,7 @@ def test_three_workers_on_postgresql_run_exactly_the_trials_asked(postgres, tmp_
         assert joiner.returncode == 0, join_err[-3000:]
         for err in (lead_err, join_err):
             assert "database is locked" not in err and "deadlock" not in err.lower()
-        study = optuna.load_study(study_name="team", storage=postgres)
+        study = optuna.load_study(study_name="team", storage=optuna_db)
         numbers = [t.number for t in study.trials]
         assert sorted(numbers) == list(range(12))
         assert all(t.state.is_finished() for t in study.trials)
@@ -131,32 +135,36 @@ def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_p
     worker = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                      stderr=open(tmp_path / "first.log", "w"))
 
-    def running_second_trial():
-        runs = [r for r in trial_runs(experiment) if r.data.tags.get("fer.trial") == "1"]
-        return runs and runs[0].info.status == "RUNNING" and runs[0]
+    def running_trial():
+        return [r for r in trial_runs(experiment) if r.data.tags.get("fer.trial") != "0"
+                and r.info.status == "RUNNING"]
 
     try:
-        victim = wait_for(running_second_trial, 300, "second trial")
-        time.sleep(2)  # well inside its epochs
+        wait_for(running_trial, 300, "running trial after the first")
+        time.sleep(1)  # inside its epochs
     finally:
         worker.send_signal(stop)
         worker.wait(timeout=60)
-    first = {r.info.run_id: r for r in trial_runs(experiment)}
-    assert first[mlflow.get_run(victim.info.run_id).info.run_id]
-    completed_before = {i: r.info.end_time for i, r in first.items()
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    hit = {t.number for t in optuna.load_study(study_name="s", storage=storage).trials
+           if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL)}
+    assert hit, "the stop hit no trial"
+    before = {r.info.run_id: r for r in trial_runs(experiment)}
+    completed_before = {i: r.info.end_time for i, r in before.items()
                         if r.data.tags.get("fer.trial_state") == "COMPLETE"}
     time.sleep(parallel.GRACE_FACTOR * 1 + 1)  # the dead worker's heartbeat goes stale
     resumed = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                       stderr=open(tmp_path / "second.log", "w"))
     assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.load_study(study_name="s", storage=storage)
     states = {t.number: t.state for t in study.trials}
-    assert len(states) == 3 and states[1] == optuna.trial.TrialState.FAIL
-    assert all(s.is_finished() for s in states.values())
-    lost = mlflow.get_run(victim.info.run_id)
-    assert lost.info.status in ("FAILED", "KILLED")
-    assert lost.data.tags["fer.trial_state"] == "FAILED"
+    assert len(states) == 3 and all(s.is_finished() for s in states.values())
+    assert all(states[n] == optuna.trial.TrialState.FAIL for n in hit)
+    for run in trial_runs(experiment):
+        if int(run.data.tags["fer.trial"]) in hit:
+            assert run.info.status in ("FAILED", "KILLED")
+            assert run.data.tags["fer.trial_state"] == "FAILED"
     after = {r.info.run_id: r for r in trial_runs(experiment)}
     for run_id, end_time in completed_before.items():  # completed trials untouched
         assert after[run_id].info.end_time == end_time
