@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from fer_lab import data as fer_data
@@ -45,6 +46,15 @@ def _tune(args: argparse.Namespace) -> int:
 
     model = load_family(args.family, args.config, budget=args.budget, trials=args.trials,
                         timeout=args.timeout, objective=args.objective)
+    parallel_fit = {k: v for k, v in (("devices", args.devices), ("strategy", args.strategy))
+                    if v is not None}
+    if parallel_fit:  # training across devices: families that train with Lightning
+        from fer_lab.models import get
+
+        if not set(parallel_fit) <= set(get(args.family)().get_params()):
+            raise ValueError(f"--devices / --strategy apply to families trained with "
+                             f"Lightning (cnn), not {args.family!r}")
+        model = dataclasses.replace(model, params={**model.params, **parallel_fit})
     config = TuneConfig(model=model, data=args.data, seed=args.seed,
                         val_fraction=args.val_fraction, experiment=args.experiment,
                         storage=args.storage, study_name=args.study_name, budget=args.budget,
@@ -155,6 +165,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--join", action="store_true",
                    help="only run trials of a study whose lead (a `tune` without --join) "
                         "runs elsewhere; no refit")
+    t.add_argument("--devices", type=int,
+                   help="cnn: train each fit on this many devices (GPUs, or CPU processes)")
+    t.add_argument("--strategy", choices=["auto", "ddp"],
+                   help="cnn: ddp trains data-parallel over --devices (gloo on CPU)")
     t.add_argument("--heartbeat", type=float, default=30.0,
                    help="seconds between trial heartbeats; a trial silent for three is "
                         "failed as its worker's loss (database storages)")

@@ -115,7 +115,8 @@ def to_pixels(model_input: Any) -> np.ndarray:
             raise InputError(f"expected a rectangular pixel array ({err})") from None
         return _array_pixels(array)
     raise InputError("expected a DataFrame with a 'pixels' or 'image' column, or an array of "
-                     f"shape (N, {SIDE}, {SIDE}) or (N, {N_PIXELS}); got {type(model_input).__name__}")
+                     f"shape (N, {SIDE}, {SIDE}) or (N, {N_PIXELS}); "
+                     f"got {type(model_input).__name__}")
 
 
 def predictions_frame(proba: np.ndarray) -> pd.DataFrame:

@@ -65,10 +65,11 @@ class Decision:
     reason: str
 
 
-def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
+def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version ``@champion`` points at, or None (no such model, or no alias yet)."""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no such model, or no alias yet
+    except MlflowException:
         return None
 
 
@@ -109,7 +110,7 @@ def register(model_uri: str, family: str, metrics: dict[str, float],
     version_tags = {**tags, "fer.family": family, "fer.code_version": code_version(),
                     **{k: f"{metrics[k]:.6f}" for k in METRIC_TAGS if k in metrics}}
     new = mlflow.register_model(model_uri, name, tags=version_tags)
-    current = _champion(client, name)
+    current = champion_version(client, name)
     key = f"val_{tags['fer.objective']}"
     if current is None:
         move, reason = True, f"v{new.version} is the first champion of {name}"
@@ -142,7 +143,7 @@ def promote() -> Decision:
         LookupError: no family has a champion yet.
     """
     client = MlflowClient()
-    champions = [v for v in (_champion(client, model_name(f)) for f in families()) if v]
+    champions = [v for v in (champion_version(client, model_name(f)) for f in families()) if v]
     if not champions:
         raise LookupError("no family has a champion yet: run `fer-lab tune FAMILY` first")
     newest = max(champions, key=lambda v: v.creation_timestamp)
@@ -156,7 +157,7 @@ def promote() -> Decision:
               + f" on {_describe_protocol(best)}")
     if skipped:
         reason += f"; not comparable, left out: {', '.join(skipped)}"
-    current = _champion(client, BEST_MODEL)
+    current = champion_version(client, BEST_MODEL)
     if current is not None and current.tags.get("fer.source") == source:
         return Decision(BEST_MODEL, current.version, True, False,
                         f"unchanged: @{CHAMPION} is already {source}")

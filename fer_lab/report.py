@@ -72,7 +72,7 @@ def studies(experiment: str, selection: str = "latest", parent: str | None = Non
         from fer_lab.models import families
 
         for family in families():
-            version = registry._champion(client, registry.model_name(family))
+            version = registry.champion_version(client, registry.model_name(family))
             if version is not None and version.run_id:
                 found[family] = client.get_run(version.run_id)
     else:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning.pytorch as L
 import numpy as np
@@ -20,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import Tensor, nn
-from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler,
-                              TensorDataset, WeightedRandomSampler)
+from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, RandomSampler,
+                              SequentialSampler, TensorDataset, WeightedRandomSampler)
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from fer_lab.nets import N_CLASSES, SIDE
@@ -253,6 +255,15 @@ def cosine(progress: float) -> float:
     return (1 + math.cos(math.pi * progress)) / 2
 
 
+class _Batches(BatchSampler):
+    """A batch sampler that passes Lightning's ``set_epoch`` on to its sampler, so a
+    ``DistributedSampler`` reshuffles every epoch."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
 class ArrayDataModule(L.LightningDataModule):
     """In-memory uint8 arrays; every batch is one tensor index, never a per-sample collate.
 
@@ -289,10 +300,13 @@ class ArrayDataModule(L.LightningDataModule):
         if self.balanced_sampling:
             per_class = torch.bincount(labels, minlength=N_CLASSES).float()
             sampler = WeightedRandomSampler(1.0 / per_class[labels], len(labels))
+        elif self.trainer is not None and self.trainer.world_size > 1:  # DDP: a shard per rank
+            sampler = DistributedSampler(self.train_set, self.trainer.world_size,
+                                         self.trainer.global_rank, shuffle=True)
         else:
             sampler = RandomSampler(self.train_set)
         # Full batches only: a last batch of one or two images would upset batch norm.
-        batches = BatchSampler(sampler, self.train_batch_size, drop_last=True)
+        batches = _Batches(sampler, self.train_batch_size, drop_last=True)
         return DataLoader(self.train_set, sampler=batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
@@ -305,10 +319,14 @@ class BestEpoch(Callback):
     weights (by validation accuracy) and calls ``report`` with the metrics.
 
     ``report`` may raise (``optuna.TrialPruned``); Lightning re-raises it out of ``fit``.
+    Under DDP the callback lives in the rank processes: rank zero hands its record to the
+    main process through the file ``handoff`` when the fit ends.
     """
 
-    def __init__(self, report: Callable[[Mapping[str, float]], None] | None = None):
+    def __init__(self, report: Callable[[Mapping[str, float]], None] | None = None,
+                 handoff: str | None = None):
         self.report = report
+        self.handoff = handoff
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None
         self.best_state: dict[str, Tensor] | None = None
@@ -323,9 +341,22 @@ class BestEpoch(Callback):
         if self.report is not None:
             self.report(metrics)
 
+    def on_fit_end(self, trainer: L.Trainer, module: FerModule) -> None:
+        if self.handoff and trainer.is_global_zero:
+            torch.save({"history": self.history, "best_epoch": self.best_epoch,
+                        "best_state": self.best_state}, self.handoff)
+
+    def take_handoff(self) -> None:
+        record = torch.load(self.handoff, weights_only=False)
+        self.history, self.best_epoch = record["history"], record["best_epoch"]
+        self.best_state = record["best_state"]
+
+
+STRATEGIES = ("auto", "ddp")
+
 
 def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str = "fp32",
-        patience: int | None = None,
+        patience: int | None = None, devices: int = 1, strategy: str = "auto",
         report: Callable[[Mapping[str, float]], None] | None = None) -> BestEpoch:
     """Trains ``module.net`` in place and leaves it holding the best epoch's weights.
 
@@ -336,6 +367,12 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
         precision: ``fp32`` or ``bf16`` (autocast; weights stay fp32).
         patience: stop after this many epochs without a better validation accuracy;
             None never stops early.
+        devices: processes (GPUs, or CPU processes) to train on.
+        strategy: ``auto``, or ``ddp`` (data-parallel; the default when ``devices`` > 1).
+            DDP ranks are spawned processes that each train on a shard of every epoch;
+            only this process logs, and ``report`` gets the epochs after the fit, so
+            pruning waits for its end. Ranks must stop on the same step, so the module's
+            ``max_minutes`` does not apply under DDP.
         report: called with the epoch's metrics after each validation.
 
     Returns:
@@ -343,19 +380,34 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
     """
     if precision not in PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {list(PRECISIONS)}, not {precision!r}")
-    best = BestEpoch(report)
-    callbacks: list[Callback] = [best]
-    if patience is not None:
-        callbacks.append(EarlyStopping("val_accuracy", patience=patience, mode="max",
-                                       check_on_train_epoch_end=False))
-    trainer = L.Trainer(
-        accelerator="auto", devices=1, precision=PRECISIONS[precision], max_epochs=epochs,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=True, num_sanity_val_steps=0, callbacks=callbacks)
-    with warnings.catch_warnings():
-        # Batches are tensor slices of in-memory arrays: loader workers would only add IPC.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, datamodule=data)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+    distributed = devices > 1 or strategy == "ddp"
+    with tempfile.TemporaryDirectory() as tmp:
+        best = BestEpoch(None if distributed else report,
+                         str(Path(tmp) / "best.pt") if distributed else None)
+        callbacks: list[Callback] = [best]
+        if patience is not None:
+            callbacks.append(EarlyStopping("val_accuracy", patience=patience, mode="max",
+                                           check_on_train_epoch_end=False))
+        if distributed:
+            from lightning.pytorch.strategies import DDPStrategy
+
+            module.max_minutes = None
+            strategy_used = DDPStrategy(start_method="spawn")
+        trainer = L.Trainer(
+            accelerator="auto", devices=devices, strategy=strategy_used if distributed else "auto",
+            precision=PRECISIONS[precision], max_epochs=epochs, logger=False,
+            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
+            num_sanity_val_steps=0, callbacks=callbacks, use_distributed_sampler=False)
+        with warnings.catch_warnings():
+            # Batches are tensor slices of in-memory arrays: loader workers would only add IPC.
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            trainer.fit(module, datamodule=data)
+        if distributed:
+            best.take_handoff()
+            for metrics in best.history if report is not None else ():
+                report(metrics)
     if best.best_state is not None:
         module.net.load_state_dict(best.best_state)
     return best

@@ -188,3 +188,47 @@ def test_a_diverging_fit_fails_loudly_instead_of_training_on_nan(splits):
     model = create("cnn", **{**TINY, "arch": "seed_cnn", "lr": 1e12, "optimizer": "sgd"})
     with pytest.raises(FloatingPointError, match="training loss is"):
         model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+
+
+@pytest.mark.parametrize("arch", list(nets.ARCHITECTURES))
+def test_every_architecture_runs_a_pruned_study_tracked_in_mlflow(arch, tracking, tmp_path):
+    import dataclasses
+
+    import mlflow
+
+    from fer_lab.config import StudySettings, TuneConfig, load_family
+    from fer_lab.tuning import tune
+
+    model = load_family("cnn")
+    model = dataclasses.replace(
+        model, params={**model.params, **TINY, "arch": arch, "tta": "none"},
+        search_space=tuple(p for p in model.search_space if p.name != "arch"),
+        study=StudySettings(trials=2, rungs=(1.0,), startup_trials=1, warmup_steps=0,
+                            refit_params={"epochs": 1}))
+    config = TuneConfig(model=model, data="synthetic:20", experiment=tmp_path.name,
+                        storage=f"sqlite:///{tmp_path}/optuna.db", study_name=arch,
+                        register=False)
+    metrics = tune(config, progress=False)
+    study = optuna.load_study(study_name=arch, storage=config.storage)
+    runs = mlflow.search_runs(experiment_names=[tmp_path.name], output_format="list")
+    trials = {r.data.tags["fer.trial"]: r for r in runs if r.data.tags["fer.role"] == "trial"}
+    assert len(study.trials) == 2 and set(trials) == {"0", "1"}
+    for trial in study.trials:  # pruned trials show as pruned, with their epochs so far
+        run = trials[str(trial.number)]
+        assert run.data.tags["fer.trial_state"] == trial.state.name.replace("FAIL", "FAILED")
+        assert run.data.params["arch"] == arch
+        history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
+        assert len(history) >= 1 and "train_loss" in run.data.metrics
+    assert 0 <= metrics["test_private_accuracy"] <= 1
+
+
+def test_ddp_trains_on_two_cpu_processes_and_reports_from_this_one(splits):
+    seen = []
+    model = create("cnn", **{**TINY, "arch": "seed_cnn", "devices": 2, "strategy": "ddp",
+                             "mixed_precision": "fp32", "channels_last": False, "tta": "none"})
+    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
+              report=seen.append)
+    assert len(model.history_) == TINY["epochs"] and seen == model.history_
+    assert model.best_epoch_ is not None
+    proba = model.predict_proba(splits.val.X)
+    assert proba.shape == (len(splits.val), 7) and np.isfinite(proba).all()

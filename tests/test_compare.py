@@ -37,7 +37,7 @@ def main_run(tmp_path_factory):
     env.pop("MLFLOW_RUN_ID", None)
     done = subprocess.run(
         [str(bin_dir / "mlflow"), "run", str(REPO), "-e", "main", "--env-manager", "local",
-         "--experiment-name", "fer-lab", "-P", "data=synthetic:30", "-P", "budget=quick",
+         "--experiment-name", "fer-lab", "-P", "data=synthetic:20", "-P", "budget=quick",
          "-P", f"out={tmp / 'report'}"],
         env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-5000:]

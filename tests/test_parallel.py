@@ -23,7 +23,7 @@ from fer_lab import cli, parallel
 POSTGRES = os.environ.get("FER_LAB_TEST_POSTGRES")
 FER_LAB = [sys.executable, "-m", "fer_lab.cli"]
 # Slow enough trials (a few seconds) to be killed in the middle of one.
-SLOW_CNN = {"params": {"width": 8, "epochs": 40, "min_steps": 0, "batch_size": 16,
+SLOW_CNN = {"params": {"width": 8, "epochs": 20, "min_steps": 0, "batch_size": 16,
                        "max_minutes": None, "tta": "none"},
             "search_space": {"arch": None},
             "study": {"rungs": [1.0], "warmup_steps": 0,
@@ -182,7 +182,7 @@ def test_same_seed_same_data_same_command_same_trials(tracking, tmp_path):
 
     results = []
     for run in ("a", "b"):
-        config = TuneConfig(model=load_family("logreg", trials=4, timeout=None),
+        config = TuneConfig(model=load_family("knn", trials=3, timeout=None),
                             data="synthetic:20", experiment=f"{tmp_path.name}-{run}",
                             storage=f"sqlite:///{tmp_path}/{run}.db", seed=3)
         metrics = tune(config, progress=False)
@@ -192,3 +192,29 @@ def test_same_seed_same_data_same_command_same_trials(tracking, tmp_path):
                         metrics["test_all_accuracy"]))
     assert results[0] == results[1]
     assert Path(tmp_path / "a.db").exists()
+
+
+def test_ddp_study_on_two_cpu_processes_logs_from_rank_zero_only(fresh_tracking, tmp_path):
+    tiny = {"params": {"width": 8, "epochs": 2, "min_steps": 0, "batch_size": 16, "tta": "none",
+                       "mixed_precision": "fp32", "channels_last": False, "arch": "seed_cnn",
+                       "max_minutes": None},
+            "search_space": {"arch": None},
+            "study": {"trials": 1, "rungs": [1.0], "refit_params": {"epochs": 1}}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    args = ["tune", "cnn", "--data", "synthetic:20", "--config", str(tmp_path / "tiny.yaml"),
+            "--devices", "2", "--strategy", "ddp", "--experiment", "ddp", "--no-register",
+            "--storage", f"sqlite:///{tmp_path}/optuna.db"]
+    assert cli.main(args) == 0
+    runs = mlflow.search_runs(experiment_names=["ddp"], output_format="list")
+    roles = sorted(r.data.tags.get("fer.role") for r in runs)
+    assert roles == ["study", "trial"]  # no run of a rank's own
+    [trial] = [r for r in runs if r.data.tags["fer.role"] == "trial"]
+    history = mlflow.MlflowClient().get_metric_history(trial.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [0, 1, 2]  # two epochs, then the restored best
+    assert trial.data.params["devices"] == "2" and trial.data.params["strategy"] == "ddp"
+
+
+def test_devices_are_refused_for_families_without_lightning(tmp_path, capsys):
+    assert cli.main(["tune", "svm", "--devices", "2", "--storage",
+                     f"sqlite:///{tmp_path}/o.db"]) == 1
+    assert "apply to families trained with Lightning" in capsys.readouterr().err

@@ -70,8 +70,8 @@ def png(seed: int, size: tuple[int, int], mode: str) -> bytes:
 
 @SETTINGS
 @given(seed=st.integers(0, 1000), size=st.tuples(st.integers(1, 200), st.integers(1, 200)),
-       mode=st.sampled_from(["L", "RGB", "RGBA", "P"]), cut=st.one_of(st.none(), st.integers(0, 60)),
-       as_text=st.booleans())
+       mode=st.sampled_from(["L", "RGB", "RGBA", "P"]),
+       cut=st.one_of(st.none(), st.integers(0, 60)), as_text=st.booleans())
 def test_images_decode_or_name_the_row(seed, size, mode, cut, as_text):
     data = png(seed, size, mode)
     if cut is not None:

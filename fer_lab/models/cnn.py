@@ -52,6 +52,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         max_minutes: finish training within this wall time: the schedule then runs on
             time (warm-up and annealing complete, fewer epochs) when that is shorter than
             ``epochs``; None for no limit and reproducible training.
+        devices: processes to train on (GPUs, or CPU processes).
+        strategy: ``auto``, or ``ddp`` (data-parallel over ``devices``; see
+            ``fer_lab.training.fit``).
         seed: seeds weights, batch order and augmentation.
 
     Attributes:
@@ -68,7 +71,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  weight_decay=0.05, label_smoothing=0.1, class_weighting="none",
                  balanced_sampling=False, flip=True, shift=0.1, rotate=10.0, scale=0.1,
                  erase=0.25, mixed_precision="bf16", channels_last=True, tta="flip",
-                 patience=None, max_minutes=None, seed=0):
+                 patience=None, max_minutes=None, devices=1, strategy="auto", seed=0):
         self.arch = arch
         self.width = width
         self.dropout = dropout
@@ -92,6 +95,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.tta = tta
         self.patience = patience
         self.max_minutes = max_minutes
+        self.devices = devices
+        self.strategy = strategy
         self.seed = seed
 
     def fit(self, X, y, eval_set=None, report=None):
@@ -141,7 +146,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                         self.balanced_sampling)
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
         best = training.fit(module, data, epochs=epochs, precision=self.mixed_precision,
-                            patience=self.patience, report=report)
+                            patience=self.patience, devices=self.devices,
+                            strategy=self.strategy, report=report)
         self.net_ = net.cpu().eval()
         self.history_ = best.history
         self.best_epoch_ = best.best_epoch
