@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import io
 from typing import Any
 
@@ -19,11 +20,13 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ParamSchema, ParamSpec
 
 from fer_lab.data import EMOTIONS, N_PIXELS
 
 SIDE = 48
-INPUT_COLUMNS = ("pixels", "image")
+MODEL_TTA = "model"  # the ``tta`` param's default: the model's own choice
+TTA_MODES = ("none", "flip", "crops")  # as fer_lab.training, without importing torch here
 
 
 class InputError(MlflowException, ValueError):
@@ -135,10 +138,21 @@ class FerModel(mlflow.pyfunc.PythonModel):
         self.estimator = estimator
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        """Predicts; ``params={"tta": "none" | "flip" | "crops"}`` overrides a CNN's
+        test-time augmentation (the fewer views, the faster) for this call."""
         pixels = to_pixels(model_input)
         if not len(pixels):
             return predictions_frame(np.empty((0, len(EMOTIONS))))
-        return predictions_frame(self.estimator.predict_proba(pixels))
+        estimator = self.estimator
+        tta = (params or {}).get("tta") or MODEL_TTA
+        if tta != MODEL_TTA:
+            if "tta" not in estimator.get_params():
+                raise InputError(f"params: tta applies to models with test-time augmentation "
+                                 f"(cnn), not {type(estimator).__name__}")
+            if tta not in TTA_MODES:
+                raise InputError(f"params: tta must be one of {TTA_MODES}, not {tta!r}")
+            estimator = copy.copy(estimator).set_params(tta=tta)
+        return predictions_frame(estimator.predict_proba(pixels))
 
 
 def pixel_strings(X: np.ndarray) -> list[str]:
@@ -157,7 +171,8 @@ def log_model(estimator, example: np.ndarray) -> str:
     """
     frame = pd.DataFrame({"pixels": pixel_strings(example)})
     output = FerModel(estimator).predict(None, frame)
-    signature = ModelSignature(inputs=None, outputs=infer_signature(frame, output).outputs)
+    signature = ModelSignature(inputs=None, outputs=infer_signature(frame, output).outputs,
+                               params=ParamSchema([ParamSpec("tta", "string", MODEL_TTA)]))
     info = mlflow.pyfunc.log_model(name="model", python_model=FerModel(estimator),
                                    signature=signature, input_example=frame)
     return info.model_uri

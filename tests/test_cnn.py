@@ -222,13 +222,12 @@ def test_every_architecture_runs_a_pruned_study_tracked_in_mlflow(arch, tracking
     assert 0 <= metrics["test_private_accuracy"] <= 1
 
 
-def test_ddp_trains_on_two_cpu_processes_and_reports_from_this_one(splits):
-    seen = []
-    model = create("cnn", **{**TINY, "arch": "seed_cnn", "devices": 2, "strategy": "ddp",
-                             "mixed_precision": "fp32", "channels_last": False, "tta": "none"})
-    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
-              report=seen.append)
-    assert len(model.history_) == TINY["epochs"] and seen == model.history_
-    assert model.best_epoch_ is not None
-    proba = model.predict_proba(splits.val.X)
-    assert proba.shape == (len(splits.val), 7) and np.isfinite(proba).all()
+
+def test_pyfunc_tta_param_picks_the_views_per_call(fitted, splits):
+    from fer_lab.pyfunc import FerModel
+
+    model = FerModel(fitted)
+    for mode in training.TTA_MODES:
+        out = model.predict(None, splits.val.X, params={"tta": mode})
+        expected = copy.deepcopy(fitted).set_params(tta=mode).predict_proba(splits.val.X)
+        np.testing.assert_allclose(out[["angry", "neutral"]].to_numpy(), expected[:, [0, 6]])

@@ -212,6 +212,8 @@ def test_ddp_study_on_two_cpu_processes_logs_from_rank_zero_only(fresh_tracking,
     history = mlflow.MlflowClient().get_metric_history(trial.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [0, 1, 2]  # two epochs, then the restored best
     assert trial.data.params["devices"] == "2" and trial.data.params["strategy"] == "ddp"
+    # the best epoch, restored in this process
+    assert history[-1].value == pytest.approx(max(m.value for m in history[:2]), abs=0.02)
 
 
 def test_devices_are_refused_for_families_without_lightning(tmp_path, capsys):

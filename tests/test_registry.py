@@ -144,3 +144,9 @@ def test_second_row_is_named(by_name, splits):
     rows = pyfunc.pixel_strings(splits.val.X[:1]) + ["1 2"]
     with pytest.raises(pyfunc.InputError, match="row 1: expected 2304"):
         by_name.predict(pd.DataFrame({"pixels": rows}))
+
+
+def test_tta_param_is_refused_for_models_without_it(by_name, splits):
+    assert len(by_name.predict(splits.val.X[:2], params={"tta": "model"})) == 2
+    with pytest.raises(pyfunc.InputError, match="tta applies to models with test-time"):
+        by_name.predict(splits.val.X[:2], params={"tta": "none"})
