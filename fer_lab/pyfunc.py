@@ -146,12 +146,13 @@ class FerModel(mlflow.pyfunc.PythonModel):
         estimator = self.estimator
         tta = (params or {}).get("tta") or MODEL_TTA
         if tta != MODEL_TTA:
-            if "tta" not in estimator.get_params():
+            if not hasattr(estimator, "tta"):
                 raise InputError(f"params: tta applies to models with test-time augmentation "
                                  f"(cnn), not {type(estimator).__name__}")
             if tta not in TTA_MODES:
                 raise InputError(f"params: tta must be one of {TTA_MODES}, not {tta!r}")
-            estimator = copy.copy(estimator).set_params(tta=tta)
+            estimator = copy.copy(estimator)
+            estimator.tta = tta  # not set_params: models pickled by older versions lack params
         return predictions_frame(estimator.predict_proba(pixels))
 
 
