@@ -1,11 +1,13 @@
 """Prints images/s of logged or registered models through MLflow's pyfunc, as a user loads them.
 
-    python experiments/inference_speed.py models:/fer-cnn@champion models:/fer-svm@champion \
-        --data ../shared/data/fer2013/fer2013.csv.gz --n 1000
+    python experiments/inference_speed.py models:/fer-emotion@champion models:/fer-svm@champion \
+        --data ../shared/data/fer2013/fer2013.csv.gz --n 1000 --tta flip none
 
 Each model predicts the first N test_all faces (PublicTest + PrivateTest) once as a numpy
-array and once as Kaggle-style pixel strings, after a warm-up batch; the best of
-``--repeats`` timings is kept. The figures in RESULTS.md are pasted from this output.
+array and once as Kaggle-style pixel strings, after a warm-up batch; then, for models with
+test-time augmentation (the CNN), the array again with each ``--tta`` mode passed as the
+pyfunc's ``tta`` param. The best of ``--repeats`` timings is kept. The figures in
+RESULTS.md are pasted from this output.
 """
 
 import argparse
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tta", nargs="*", default=[], choices=["none", "flip", "crops"],
+                        help="also time these test-time augmentations (CNN models)")
     args = parser.parse_args()
     tracking.configure()
     faces = split(load(args.data)).test_all.X[:args.n]
@@ -34,11 +38,14 @@ def main() -> None:
     for uri in args.models:
         model = mlflow.pyfunc.load_model(uri)
         model.predict(faces[:8])  # warm-up: lazy imports, thread pools
-        for name, data in forms.items():
+        runs = [(name, data, None) for name, data in forms.items()]
+        if hasattr(model.unwrap_python_model().estimator, "tta"):
+            runs += [(f"array, tta={t}", forms["array (N, 48, 48)"], {"tta": t}) for t in args.tta]
+        for name, data, params in runs:
             seconds = []
             for _ in range(args.repeats):
                 started = time.perf_counter()
-                out = model.predict(data)
+                out = model.predict(data, params=params)
                 seconds.append(time.perf_counter() - started)
             assert len(out) == len(faces) and np.isfinite(out["happy"]).all()
             best = min(seconds)

@@ -147,6 +147,15 @@ def _plot_f1(found: list[Study], path: Path) -> None:
     plt.close(fig)
 
 
+def _short(text: str) -> str:
+    """A parameter as the table shows it: floats to 4 significant digits."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return text if value.is_integer() and "." not in text else f"{value:.4g}"
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -159,7 +168,7 @@ def table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in found:
         m = s.metrics
-        params = ", ".join(f"{k}={v}" for k, v in sorted(s.best_params.items()))
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s.best_params.items()))
         rows.append([s.family] + [_fmt(m.get(k)) for _, k in SCORE_COLUMNS]
                     + [_fmt(m.get(f"test_all_{e}_f1"), 3) for e in EMOTIONS]
                     + [s.trials(), _fmt(m.get("search_seconds"), 0),

@@ -27,6 +27,9 @@ def _track_into(uri, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    # set_experiment exports MLFLOW_EXPERIMENT_ID; setting it first makes monkeypatch
+    # remove it after the test, so no later process inherits it.
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(tmp_path.name)  # the last test's experiment id means nothing here
     yield uri

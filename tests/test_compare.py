@@ -34,7 +34,8 @@ def main_run(tmp_path_factory):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FER_LAB_CACHE": str(tmp / "cache"),
            "FER_LAB_STORAGE": f"sqlite:///{tmp}/optuna.db",
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
     done = subprocess.run(
         [str(bin_dir / "mlflow"), "run", str(REPO), "-e", "main", "--env-manager", "local",
          "--experiment-name", "fer-lab", "-P", "data=synthetic:20", "-P", "budget=quick",

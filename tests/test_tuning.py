@@ -26,6 +26,7 @@ def dataset():
 
 def quick_config(family: str, tmp_path, trials: int = 2, **study) -> TuneConfig:
     model = load_family(family, budget="quick")
+    study = {"startup_trials": trials, **study}  # no pruning unless a test asks for it
     model = dataclasses.replace(model, study=dataclasses.replace(
         model.study, trials=trials, timeout=None, rungs=(0.5, 1.0), **study))
     # The experiment is named after the test's folder: tests share one tracking store.
