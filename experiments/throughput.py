@@ -4,9 +4,9 @@ For each architecture at one batch size: images/s of a bare forward + backward +
 step loop on random data in fp32, bf16 autocast, and bf16 autocast with channels_last.
 Then, at the family's default precision, images/s through fer-lab's whole path
 (``CNNClassifier.fit`` for a fixed number of steps, inside an MLflow run that receives
-the per-epoch metrics as a study's trial does) against the bare loop on the same network
-and batch, in the same process: the ratio shows what Lightning, augmentation, metrics
-and logging cost.
+the per-epoch metrics as a study's trial does) against the bare loop on the same network,
+batch and batched augmentation, in the same process: the ratio shows what Lightning,
+metrics and logging cost.
 
     python experiments/throughput.py --steps 20
 """
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_lab import nets
+from fer_lab.training import Augment
 from fer_lab.config import load_family
 from fer_lab.models import create
 
@@ -31,9 +32,10 @@ SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+cl": ("bf16"
 
 
 def bare_loop(arch: str, batch: int, steps: int, warmup: int, precision: str,
-              channels_last: bool, width: int = 32) -> float:
+              channels_last: bool, width: int = 32, augment: Augment | None = None) -> float:
     """Images/s of plain PyTorch AdamW steps (the family's default optimizer) on random
-    data, after ``warmup`` steps."""
+    data, after ``warmup`` steps; with ``augment``, each batch is augmented first, as
+    fer-lab's recipe does, so that a comparison measures only the framework's cost."""
     torch.manual_seed(0)
     net = nets.build(arch, width=width)
     if channels_last:
@@ -45,8 +47,9 @@ def bare_loop(arch: str, batch: int, steps: int, warmup: int, precision: str,
     y = torch.randint(0, nets.N_CLASSES, (batch,))
 
     def step() -> None:
+        inputs = augment(x) if augment is not None else x
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+            loss = F.cross_entropy(net(inputs), y, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -118,7 +121,10 @@ def main() -> None:
         print(f"{arch:10s} {params:10,d}" + "".join(rates))
 
     defaults = {**load_family("cnn").params, "batch_size": args.batch}
-    print(f"\nfer-lab's path vs a bare loop ({defaults['mixed_precision']}, "
+    augment = Augment(defaults["flip"], defaults["shift"], defaults["rotate"], defaults["scale"],
+                      defaults["erase"])
+    print(f"\nfer-lab's path vs a bare loop with the same augmentation "
+          f"({defaults['mixed_precision']}, "
           f"channels_last={defaults['channels_last']}, width {defaults['width']}, "
           f"batch {args.batch}; best of {args.repeats}):")
     print(f"{'arch':10s} {'bare img/s':>11s} {'fer-lab img/s':>14s} {'ratio':>6s}")
@@ -128,7 +134,7 @@ def main() -> None:
         for _ in range(args.repeats):  # alternated, so a burst of load elsewhere hits both
             bare = max(bare, bare_loop(arch, args.batch, args.steps, args.warmup,
                                        params["mixed_precision"], params["channels_last"],
-                                       params["width"]))
+                                       params["width"], augment))
             full = max(full, fer_lab_path(params, args.steps, args.warmup))
         print(f"{arch:10s} {bare:11.0f} {full:14.0f} {full / bare:6.2f}")
 
