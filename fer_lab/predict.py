@@ -7,7 +7,6 @@ each one is classified with its box.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_lab.pyfunc import SIDE, InputError, decode_image, parse_pixels
+from fer_lab.pyfunc import InputError, face_pixels, open_grey, parse_pixels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -51,16 +50,6 @@ def _is_input(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(CSV_SUFFIXES)
 
 
-def _grey(data: bytes, source: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(f"{source}: cannot decode the image ({err})") from None
-
-
 def detect_faces(grey: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
     """Face boxes ``(x, y, w, h)`` in a grey image, largest first (OpenCV Haar cascade)."""
     import cv2
@@ -69,14 +58,6 @@ def detect_faces(grey: np.ndarray, min_size: int = 24) -> list[tuple[int, int, i
     boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
                                      minSize=(min_size, min_size))
     return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
-
-
-def _crop(grey: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    from PIL import Image
-
-    x, y, w, h = box
-    face = Image.fromarray(grey[y:y + h, x:x + w]).resize((SIDE, SIDE), Image.Resampling.LANCZOS)
-    return np.asarray(face, dtype=np.uint8).reshape(-1)
 
 
 def faces(paths: Iterable[Path], detect: bool = False) -> Iterator[Face]:
@@ -93,16 +74,15 @@ def faces(paths: Iterable[Path], detect: bool = False) -> Iterator[Face]:
                 except InputError as err:
                     raise InputError(f"{path}, line {i + 2}: {err.message}") from None
             continue
-        data = path.read_bytes()
+        try:
+            image = open_grey(path.read_bytes(), 0)
+        except InputError as err:
+            raise InputError(f"{path}: {err.message.removeprefix('row 0: ')}") from None
         if not detect:
-            try:
-                yield Face(str(path), decode_image(data, 0))
-            except InputError:
-                raise InputError(f"{path}: cannot decode the image") from None
+            yield Face(str(path), face_pixels(image))
             continue
-        grey = _grey(data, str(path))
-        for box in detect_faces(grey):
-            yield Face(str(path), _crop(grey, box), box)
+        for x, y, w, h in detect_faces(np.asarray(image)):
+            yield Face(str(path), face_pixels(image.crop((x, y, x + w, y + h))), (x, y, w, h))
 
 
 def classify(model, found: list[Face]) -> pd.DataFrame:

@@ -50,11 +50,11 @@ def parse_pixels(text: Any, row: int) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def decode_image(data: Any, row: int) -> np.ndarray:
-    """An encoded image (bytes, or base64 text) as a 48x48 grey face, flat uint8.
+def open_grey(data: Any, row: int):
+    """An encoded image (bytes, or base64 text) as a grey ``PIL.Image``, decoded in full.
 
-    Colour is converted to luminance and other sizes are resized (area-averaged when
-    shrinking), so a face crop of any size and format gives the network's input.
+    Raises:
+        InputError: not image bytes, not base64, or not decodable.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -68,12 +68,26 @@ def decode_image(data: Any, row: int) -> np.ndarray:
                          f"not {type(data).__name__}")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("L")
-            if image.size != (SIDE, SIDE):
-                image = image.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
-            return np.asarray(image, dtype=np.uint8).reshape(N_PIXELS)
+            return image.convert("L")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise InputError(f"row {row}: cannot decode the image ({err})") from None
+
+
+def face_pixels(image) -> np.ndarray:
+    """A grey ``PIL.Image`` of a face, of any size, as the network's input: 48x48 (resized
+    with area averaging when shrinking), flat uint8."""
+    from PIL import Image
+
+    if image.size != (SIDE, SIDE):
+        image = image.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8).reshape(N_PIXELS)
+
+
+def decode_image(data: Any, row: int) -> np.ndarray:
+    """An encoded image (bytes, or base64 text) as one 48x48 grey face, flat uint8:
+    colour becomes luminance and other sizes are resized, so a face crop of any size and
+    format gives the network's input."""
+    return face_pixels(open_grey(data, row))
 
 
 def _array_pixels(array: np.ndarray) -> np.ndarray:
