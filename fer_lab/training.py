@@ -390,13 +390,14 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
         if patience is not None:
             callbacks.append(EarlyStopping("val_accuracy", patience=patience, mode="max",
                                            check_on_train_epoch_end=False))
+        strategy_used = "auto"
         if distributed:
             from lightning.pytorch.strategies import DDPStrategy
 
             module.max_minutes = None
             strategy_used = DDPStrategy(start_method="spawn")
         trainer = L.Trainer(
-            accelerator="auto", devices=devices, strategy=strategy_used if distributed else "auto",
+            accelerator="auto", devices=devices, strategy=strategy_used,
             precision=PRECISIONS[precision], max_epochs=epochs, logger=False,
             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
             num_sanity_val_steps=0, callbacks=callbacks, use_distributed_sampler=False)

@@ -110,24 +110,31 @@ def study_name(config: TuneConfig, digest: str) -> str:
     return config.study_name or f"{config.model.family}-{config.budget}-{digest[:16]}"
 
 
-def open_study(config: TuneConfig, digest: str,
-               storage: optuna.storages.BaseStorage | None = None,
-               worker: int = 0) -> optuna.Study:
-    """Creates or resumes the persisted study.
+def open_study(config: TuneConfig, dataset: fer_data.FerData | None = None,
+               worker: int = 0) -> tuple[optuna.Study, fer_data.FerData, fer_data.Splits]:
+    """Creates or resumes the persisted study, with the data it runs on.
 
     Args:
+        config: the resolved configuration.
+        dataset: already loaded data; loaded from ``config.data`` when None.
         worker: 0 for the lead; other workers seed their sampler apart from it, or they
             would propose the very same parameters at the same time.
 
+    Returns:
+        The study, the data set and its protocol splits.
+
     Raises:
-        ValueError: the study exists and was run on other data or another protocol, or
-            the storage cannot take the workers asked for.
+        ValueError: the storage cannot take the workers asked for (before any data is
+            read), or the study exists and was run on other data or another protocol.
     """
+    storage = parallel.storage(config.storage, config.workers, config.heartbeat)
+    dataset = dataset or fer_data.load(config.data)
+    splits = fer_data.split(dataset, config.val_fraction, config.seed)
+    digest = dataset.digest
     settings = config.model.study
     name = study_name(config, digest)
     study = optuna.create_study(
-        storage=storage or parallel.storage(config.storage, config.workers, config.heartbeat),
-        study_name=name, direction="maximize", load_if_exists=True,
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(
             seed=config.seed if worker == 0 else config.seed * 7919 + worker),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
@@ -143,7 +150,7 @@ def open_study(config: TuneConfig, digest: str,
             raise ValueError(f"study {name!r} in {config.storage} has {key} {recorded!r}, "
                              f"this run {value!r}: its trials don't compare; give another "
                              "--study-name")
-    return study
+    return study, dataset, splits
 
 
 def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
@@ -163,10 +170,7 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         The study run's metrics (validation and test scores of the refit best).
     """
     tracking.configure()
-    storage = parallel.storage(config.storage, config.workers, config.heartbeat)  # fail first
-    dataset = dataset or fer_data.load(config.data)
-    splits = fer_data.split(dataset, config.val_fraction, config.seed)
-    study = open_study(config, dataset.digest, storage)
+    study, dataset, splits = open_study(config, dataset)
     settings = config.model.study
     family = config.model.family
     tags = {"fer.study": study.study_name, "fer.data_digest": dataset.digest,
@@ -233,10 +237,7 @@ def join(config: TuneConfig, deadline: float | None = None, worker: int | None =
         LookupError: the study has no lead yet.
     """
     tracking.configure()
-    storage = parallel.storage(config.storage, config.workers, config.heartbeat)
-    dataset = fer_data.load(config.data)
-    splits = fer_data.split(dataset, config.val_fraction, config.seed)
-    study = open_study(config, dataset.digest, storage, worker or 1 + os.getpid())
+    study, _, splits = open_study(config, worker=worker or 1 + os.getpid())
     parent = parallel.parent_run(study)
     if parent is None:
         raise LookupError(f"study {study.study_name!r} has no lead: start `fer-lab tune` "
