@@ -128,6 +128,17 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from fer_lab.bench import bench, format_table
+
+    result = bench(args.arch or None, steps=args.steps, warmup=args.warmup, batch=args.batch,
+                   width=args.width, repeats=args.repeats, path=not args.no_path)
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-lab", description="Train and compare facial-emotion "
                                 "classifiers on FER2013, tracked in MLflow.")
@@ -192,6 +203,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--select", choices=["latest", "champion"], default="latest",
                    help="each family's latest study, or its champion's")
     r.set_defaults(run=_report)
+
+    b = sub.add_parser("bench", help="CNN training and inference speed on this machine, per "
+                       "architecture and setting, and what 'auto' picks")
+    b.add_argument("--arch", nargs="+", metavar="A",
+                   help="architectures to measure (default: all)")
+    b.add_argument("--steps", type=int, default=10, help="timed steps per measurement (10)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed steps first (2)")
+    b.add_argument("--batch", type=int, help="batch size (default: the cnn config's)")
+    b.add_argument("--width", type=int, help="network width (default: the cnn config's)")
+    b.add_argument("--repeats", type=int, default=2,
+                   help="best of this many runs for the path comparison (2)")
+    b.add_argument("--no-path", action="store_true",
+                   help="skip fer-lab's training path against the bare loop")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(run=_bench)
 
     c = sub.add_parser("compare", help="tune every family, promote the best, write the report")
     c.add_argument("--data", default="synthetic")

@@ -90,12 +90,25 @@ class Splits:
     test_public: Split
     test_private: Split
     test_all: Split
+    test_other: Split | None = None  # "Test" rows of image-folder data: in test_all only
+
+    def test_parts(self) -> dict[str, Split]:
+        """The non-empty disjoint parts of ``test_all``: test_private, test_public and the
+        rest ("test_other")."""
+        named = {"test_private": self.test_private, "test_public": self.test_public,
+                 "test_other": self.test_other}
+        return {name: split for name, split in named.items() if split is not None and len(split)}
 
     def tests(self) -> dict[str, Split]:
         """The non-empty test splits by name."""
         named = {"test_private": self.test_private, "test_public": self.test_public,
                  "test_all": self.test_all}
         return {name: split for name, split in named.items() if len(split)}
+
+
+def default_cache_dir() -> Path:
+    """fer-lab's cache folder: ``$FER_LAB_CACHE``, else ``~/.cache/fer-lab``."""
+    return Path(os.environ.get("FER_LAB_CACHE") or Path.home() / ".cache" / "fer-lab")
 
 
 def load(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> FerData:
@@ -123,8 +136,7 @@ def load(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) 
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     digest = _digest(path)
-    cache = Path(cache_dir or os.environ.get("FER_LAB_CACHE") or Path.home() / ".cache" / "fer-lab")
-    cached = cache / f"{digest}.npz"
+    cached = Path(cache_dir or default_cache_dir()) / f"{digest}.npz"
     if cached.exists():
         try:
             with np.load(cached) as arrays:
@@ -154,12 +166,14 @@ def split(data: FerData, val_fraction: float = 0.1, seed: int = 0) -> Splits:
     public = np.flatnonzero(data.usage == USAGES.index("PublicTest"))
     private = np.flatnonzero(data.usage == USAGES.index("PrivateTest"))
     every_test = np.flatnonzero(data.usage != USAGES.index("Training"))
+    other = np.flatnonzero(data.usage == USAGES.index("Test"))
 
     def part(idx: np.ndarray) -> Split:
         idx = np.sort(idx)
         return Split(np.ascontiguousarray(X[idx]), data.labels[idx].astype(np.int64))
 
-    return Splits(part(train_idx), part(val_idx), part(public), part(private), part(every_test))
+    return Splits(part(train_idx), part(val_idx), part(public), part(private), part(every_test),
+                  part(other))
 
 
 def _digest(path: Path) -> str:

@@ -1,6 +1,7 @@
 """The convolutional networks of the ``cnn`` family: plain ``nn.Module``s, no training logic.
 
-Every network maps ``(B, 1, 48, 48)`` float images to ``(B, 7)`` logits and is built by
+Every network maps ``(B, 1, 48, 48)`` float images to ``(B, 7)`` logits (and, unless its
+class sets ``fixed_input``, images of other sizes too, thanks to global pooling) and is built by
 name from ``ARCHITECTURES`` with two knobs: ``width`` (channels of the first stage; later
 stages double it) and ``dropout`` (before the classifier). Depthwise convolutions are
 avoided on purpose: they crashed torch in fp32 + channels_last on this project's CPUs.
@@ -34,7 +35,11 @@ class SeedCNN(nn.Sequential):
     Conv(32) -> Conv(64) -> MaxPool -> Conv(128) -> MaxPool -> Flatten -> Dense(128) ->
     Dense(7): 1,732,103 parameters at ``width=32``. ``width`` scales every layer; the
     dropout layers have no parameters, so the count holds for any ``dropout``.
+    Its dense layer fixes the input at 48x48 (``fixed_input``): it cannot train on
+    smaller resamplings.
     """
+
+    fixed_input = True
 
     def __init__(self, width: int = 32, dropout: float = 0.0):
         w = width

@@ -151,6 +151,13 @@ class FerModel(mlflow.pyfunc.PythonModel):
     def __init__(self, estimator):
         self.estimator = estimator
 
+    def load_context(self, context) -> None:
+        """On loading, settles how this machine predicts fastest (a CNN measures it once per
+        machine), so the first request does not pay for it."""
+        settle = getattr(self.estimator, "inference_setting", None)
+        if settle is not None:
+            settle()
+
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         """Predicts; ``params={"tta": "none" | "flip" | "crops"}`` overrides a CNN's
         test-time augmentation (the fewer views, the faster) for this call."""

@@ -160,11 +160,20 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def machine_label(tags: dict[str, str]) -> str:
+    """Where a study ran, beside its times (times compare only on one machine): e.g.
+    ``AMD EPYC, avx2, cpu, 2 threads``; empty for runs recorded before machines were."""
+    if "fer.isa" not in tags:
+        return ""
+    return (f"{tags.get('fer.cpu', '?')}, {tags['fer.isa']}, {tags.get('fer.accelerator', '?')}, "
+            f"{tags.get('fer.threads', '?')} threads")
+
+
 def table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
     """The comparison table: heading and rows (reference rows in italics)."""
     head = (["model"] + [h for h, _ in SCORE_COLUMNS] + [f"F1 {e}" for e in EMOTIONS]
-            + ["trials (complete/pruned/failed)", "search s", "refit s", "best parameters",
-               "run"])
+            + ["trials (complete/pruned/failed)", "search s", "refit s", "machine",
+               "best parameters", "run"])
     rows = []
     for s in found:
         m = s.metrics
@@ -172,7 +181,8 @@ def table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
         rows.append([s.family] + [_fmt(m.get(k)) for _, k in SCORE_COLUMNS]
                     + [_fmt(m.get(f"test_all_{e}_f1"), 3) for e in EMOTIONS]
                     + [s.trials(), _fmt(m.get("search_seconds"), 0),
-                       _fmt(m.get("fit_seconds"), 0), params, s.run.info.run_id[:8]])
+                       _fmt(m.get("fit_seconds"), 0), machine_label(s.run.data.tags),
+                       params, s.run.info.run_id[:8]])
     for family, accuracy in SEED_FIGURES.items():
         cells = ["" for _ in head]
         cells[0] = f"*seed slides: {family} (reference)*"

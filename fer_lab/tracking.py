@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from mlflow.entities import RunStatus
 
-from fer_lab import evaluation
+from fer_lab import evaluation, machine
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -40,13 +40,14 @@ def top_run(experiment: str, name: str, role: str,
         experiment: the MLflow experiment.
         name: the run name shown in the UI.
         role: the ``fer.role`` tag (``study``, ``report``, ``compare``).
-        tags: more tags.
+        tags: more tags; the machine's (``fer.cpu``, ``fer.isa``, ...) are always set.
     """
     nested = mlflow.active_run() is not None
     if not nested and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
     with mlflow.start_run(nested=nested) as run:
-        mlflow.set_tags({"mlflow.runName": name, "fer.role": role, **(tags or {})})
+        mlflow.set_tags({"mlflow.runName": name, "fer.role": role, **machine.current().tags(),
+                         **(tags or {})})
         yield run
 
 
@@ -67,7 +68,7 @@ def trial_run(family: str, number: int, study: str,
     process of a study whose run another process holds); its end state follows how the
     trial ended."""
     tags = {"fer.family": family, "fer.role": "trial", "fer.trial": str(number),
-            "fer.study": study}
+            "fer.study": study, **machine.current().tags()}
     name = f"{family} · trial {number}"
     if parent is None:
         run = mlflow.start_run(nested=True, run_name=name, tags=tags)

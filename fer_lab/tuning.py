@@ -29,6 +29,7 @@ from fer_lab.config import TuneConfig
 from fer_lab.models import create
 
 log = logging.getLogger(__name__)
+AUTO = "auto"  # a parameter value the fit resolves (fit_settings_), e.g. the CNN's precision
 
 
 class Reporter:
@@ -77,21 +78,34 @@ class Objective:
         with tracking.trial_run(self.family, trial.number, trial.study.study_name,
                                 self.parent_run):
             params = self.params(trial)
-            mlflow.log_params(params)
+            # "auto" values are resolved by the fit, on this machine: logged once known.
+            mlflow.log_params({k: v for k, v in params.items() if v != AUTO})
+            settings_logged = False
             report = Reporter(trial, self.config.model.study.objective)
             for i, fraction in enumerate(rungs):
                 X, y = subsample(self.splits.train, fraction, self.config.seed)
                 model = create(self.family, **params, seed=self.config.seed)
                 before = report.step
                 model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y), report=report)
-                y_pred = model.predict(self.splits.val.X)
-                val = {f"val_{k}": v for k, v in evaluation.scores(self.splits.val.y, y_pred).items()}
+                y_pred = eval_set_predictions(model, self.splits.val.X)
+                val = {f"val_{k}": v
+                       for k, v in evaluation.scores(self.splits.val.y, y_pred).items()}
+                if not settings_logged:
+                    mlflow.log_params(getattr(model, "fit_settings_", {}))
+                    settings_logged = True
                 if report.step == before:  # the family has no epochs: one report per rung
                     report(val, prune=i < len(rungs) - 1)
                 else:  # epochs were reported; these are the restored best epoch's scores
                     mlflow.log_metrics(val, step=report.step)
             tracking.log_predictions("val", self.splits.val.y, y_pred)
             return val[f"val_{self.config.model.study.objective}"]
+
+
+def eval_set_predictions(model, X: np.ndarray) -> np.ndarray:
+    """The fitted model's predictions for the ``eval_set`` it was fitted with: reused when
+    the fit already made them (a CNN choosing its test-time augmentation), else predicted."""
+    pred = getattr(model, "eval_set_pred_", None)
+    return model.predict(X) if pred is None else pred
 
 
 def subsample(split: fer_data.Split, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -276,22 +290,39 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
     started = time.perf_counter()
     model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
     metrics = {"fit_seconds": time.perf_counter() - started, **getattr(model, "fit_metrics_", {})}
+    mlflow.log_params(getattr(model, "fit_settings_", {}))
     if hasattr(model, "write_artifacts"):  # families that train in epochs: curves, weights
         with tempfile.TemporaryDirectory() as tmp:
             series = model.write_artifacts(Path(tmp))
             mlflow.log_artifacts(tmp, artifact_path="training")
         for step in range(len(next(iter(series.values()), []))):
             mlflow.log_metrics({f"refit_{k}": v[step] for k, v in series.items()}, step=step)
-    for name, part in {"val": splits.val, **splits.tests()}.items():
-        started = time.perf_counter()
-        y_pred = model.predict(part.X)
-        metrics[f"{name}_predict_seconds"] = time.perf_counter() - started
-        metrics.update({f"{name}_{k}": v for k, v in evaluation.scores(part.y, y_pred).items()})
-        tracking.log_predictions(name, part.y, y_pred)
+    for name, (y_true, y_pred, seconds) in predict_splits(model, splits).items():
+        metrics[f"{name}_predict_seconds"] = seconds
+        metrics.update({f"{name}_{k}": v for k, v in evaluation.scores(y_true, y_pred).items()})
+        tracking.log_predictions(name, y_true, y_pred)
         if name == "test_all":
             metrics.update({f"test_all_{k}": v
-                            for k, v in evaluation.per_class(part.y, y_pred).items()})
+                            for k, v in evaluation.per_class(y_true, y_pred).items()})
     return metrics, pyfunc.log_model(model, splits.val.X[:2])
+
+
+def predict_splits(model, splits: fer_data.Splits
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Labels, predictions and predict seconds of val and every test split, each image
+    predicted once: val comes from the fit when it made them, and test_all is the
+    concatenation of its disjoint parts (its scores do not depend on the rows' order)."""
+    started = time.perf_counter()
+    out = {"val": (splits.val.y, eval_set_predictions(model, splits.val.X),
+                   time.perf_counter() - started)}
+    for name, part in splits.test_parts().items():
+        started = time.perf_counter()
+        out[name] = (part.y, model.predict(part.X), time.perf_counter() - started)
+    parts = [out[name] for name in splits.test_parts()]
+    if parts:
+        y_true, y_pred, seconds = zip(*parts)
+        out["test_all"] = (np.concatenate(y_true), np.concatenate(y_pred), sum(seconds))
+    return {name: out[name] for name in ("val", *splits.tests()) if name in out}
 
 
 def _trial_counts(study: optuna.Study) -> dict[str, int]:

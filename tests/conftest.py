@@ -15,6 +15,18 @@ import mlflow
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """The session's own fer-lab cache (parsed data, hardware decisions), never the user's."""
+    previous = os.environ.get("FER_LAB_CACHE")
+    os.environ["FER_LAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("FER_LAB_CACHE", None)
+    else:
+        os.environ["FER_LAB_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory):
     # One SQLite store for the session: creating MLflow's schema costs seconds per database.

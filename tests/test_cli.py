@@ -75,3 +75,28 @@ def test_experiment_file_and_command_line_override_the_defaults(tmp_path):
 def test_mlproject_numbers_parse():
     assert cli._count("20.0") == 20 and cli._count("0") is None
     assert cli._seconds("0") is None and cli._seconds("90") == 90.0
+
+
+def test_bench_measures_every_setting_and_the_training_path(tmp_path, monkeypatch, capsys):
+    import json
+
+    from fer_lab.training import hardware
+
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    hardware._decide.cache_clear()
+    assert cli.main(["bench", "--arch", "seed_cnn", "vgg", "--width", "8", "--batch", "16",
+                     "--steps", "2", "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["machine"]) == {"cpu", "isa", "accelerator", "torch", "threads"}
+    assert set(result["archs"]) == {"seed_cnn", "vgg"}
+    names = {s.name for s in hardware.candidates()}
+    for arch in result["archs"].values():
+        assert set(arch["settings"]) == names and arch["auto"] in names
+        assert all(s["train_img_s"] > 0 and s["infer_img_s"] > 0 and s["train_gflop_s"] > 0
+                   for s in arch["settings"].values())
+        assert arch["forward_flops"] > 0 and arch["path_ratio"] > 0
+    # auto's pick is the faster of the probed settings, recorded for the next study
+    assert json.loads((tmp_path / "hardware.json").read_text())["decisions"]
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+    hardware._decide.cache_clear()

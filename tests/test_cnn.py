@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from fer_lab import nets, training
+from fer_lab import machine, nets, training
 from fer_lab.data import load, split
 from fer_lab.models import create
 
@@ -82,6 +82,32 @@ def test_augmentation_keeps_shape_and_erases_to_the_mean():
     assert ((out == 0).flatten(1).any(1)).all()  # every image has an erased box
 
 
+def test_augmentation_resamples_to_a_smaller_side_for_progressive_resizing():
+    x = torch.randn(4, 1, 48, 48)
+    assert training.Augment()(x, side=32).shape == (4, 1, 32, 32)
+    plain = training.Augment(flip=False, shift=0, rotate=0, scale=0, erase=0)
+    assert plain(x, side=24).shape == (4, 1, 24, 24)  # resized even with no augmentation
+    assert torch.equal(plain(x), x)
+
+
+def test_train_sides_take_equal_shares_of_progress_and_end_at_full_size():
+    module = training.FerModule(nets.build("vgg", width=8), pixel_mean=0.0, pixel_std=1.0,
+                                train_sides=(32, 40, 48))
+    module._planned_steps = 90
+    assert [module.train_side(s) for s in (0, 29, 30, 59, 60, 89, 90)] == \
+        [32, 32, 40, 40, 48, 48, 48]
+
+
+def test_progressive_resizing_trains_and_predicts_at_full_size(splits):
+    model = create("cnn", **{**TINY, "train_sides": [32, 48]}).fit(
+        splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    assert model.predict_proba(splits.val.X).shape == (len(splits.val), 7)
+    # seed_cnn's dense layer takes 48x48 only: it trains at full size throughout
+    seed = create("cnn", **{**TINY, "arch": "seed_cnn", "train_sides": [32, 48]}).fit(
+        splits.train.X, splits.train.y)
+    assert np.isfinite(seed.history_[-1]["train_loss"])
+
+
 def test_one_cycle_shape():
     assert training.one_cycle(0.0) == pytest.approx(1 / 25)
     assert training.one_cycle(0.25) == pytest.approx(1.0)
@@ -151,6 +177,11 @@ def test_auto_tta_is_chosen_on_validation(splits):
     assert model.tta_ in training.TTA_MODES and scores[model.tta_] == max(scores.values())
     accuracy = np.mean(model.predict(splits.val.X) == splits.val.y)
     assert accuracy == pytest.approx(scores[model.tta_])
+    # none and flip are derived from the crops' views: the same as predicting with them
+    for mode in training.TTA_MODES:
+        pred = copy.deepcopy(model).set_params(tta=mode).predict(splits.val.X)
+        assert np.mean(pred == splits.val.y) == pytest.approx(scores[mode])
+    np.testing.assert_array_equal(model.eval_set_pred_, model.predict(splits.val.X))
 
 
 def test_fitted_estimator_survives_cloudpickle(fitted, splits):
@@ -217,10 +248,20 @@ def test_every_architecture_runs_a_pruned_study_tracked_in_mlflow(arch, tracking
         run = trials[str(trial.number)]
         assert run.data.tags["fer.trial_state"] == trial.state.name.replace("FAIL", "FAILED")
         assert run.data.params["arch"] == arch
+        # the machine and the settings it resolved are on every trial
+        assert run.data.tags["fer.isa"] == machine.isa()
+        assert run.data.params["mixed_precision"] in ("fp32", "bf16")  # "auto", resolved
+        assert run.data.params["channels_last"] in ("True", "False")
         history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
         assert len(history) >= 1 and "train_loss" in run.data.metrics
-    assert 0 <= metrics["test_private_accuracy"] <= 1
-
+    study_run, = [r for r in runs if r.data.tags["fer.role"] == "study"]
+    assert study_run.data.tags["fer.cpu"] == machine.current().cpu
+    assert study_run.data.params["mixed_precision"] in ("fp32", "bf16")
+    # test_all is its two parts' predictions put together
+    parts = split(load(config.data), config.val_fraction, config.seed)
+    assert metrics["test_all_accuracy"] == pytest.approx(
+        (metrics["test_private_accuracy"] * len(parts.test_private)
+         + metrics["test_public_accuracy"] * len(parts.test_public)) / len(parts.test_all))
 
 
 def test_pyfunc_tta_param_picks_the_views_per_call(fitted, splits):

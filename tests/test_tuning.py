@@ -3,12 +3,13 @@
 import dataclasses
 
 import mlflow
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
 from fer_lab.config import Param, TuneConfig, load_family
-from fer_lab.data import load
+from fer_lab.data import load, split
 from fer_lab.models import families
 from fer_lab.tuning import study_name, tune
 
@@ -127,3 +128,23 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tracking, tmp_path, d
     failed = [r for r in runs if r.data.tags["fer.trial_state"] == "FAILED"]
     assert len(failed) == 2 and all(r.info.status == "FAILED" for r in failed)
     assert all("n_neighbors" in r.data.tags["fer.error"] for r in failed)
+
+
+def test_every_test_image_is_predicted_once_and_val_reused_from_the_fit():
+    from fer_lab.tuning import predict_splits
+
+    splits = split(load("synthetic:20"), 0.1, 0)
+
+    class Counting:
+        seen = 0
+        eval_set_pred_ = splits.val.y.copy()  # as a fit that scored its eval_set
+
+        def predict(self, X):
+            Counting.seen += len(X)
+            return np.zeros(len(X), np.int64)
+
+    out = predict_splits(Counting(), splits)
+    assert Counting.seen == len(splits.test_private) + len(splits.test_public)
+    assert set(out) == {"val", "test_private", "test_public", "test_all"}
+    np.testing.assert_array_equal(np.sort(out["test_all"][0]), np.sort(splits.test_all.y))
+    np.testing.assert_array_equal(out["val"][1], splits.val.y)

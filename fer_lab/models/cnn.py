@@ -41,8 +41,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``class_weighting``.
         flip, shift, rotate, scale, erase: augmentation strengths, see
             ``fer_lab.training.Augment``.
-        mixed_precision: ``bf16`` (autocast in training and inference) or ``fp32``.
-        channels_last: NHWC weights and activations (faster oneDNN convs on CPU).
+        mixed_precision: ``auto`` (the faster of fp32 and, where the hardware runs it
+            natively, bf16 autocast, measured on the machine that trains), ``fp32`` or
+            ``bf16``. Training only: predictions choose their own setting on the machine
+            that serves them (``fer_lab.training.hardware``).
+        channels_last: ``auto`` (measured), or true / false: NHWC weights and activations,
+            which speed some nets' oneDNN convolutions on CPU and slow others.
+        train_sides: training image sides, each for an equal share of the training
+            (progressive resizing: e.g. ``[32, 40, 48]`` trains the first third on 32x32
+            resamplings, ~2.5x cheaper); predictions always see 48x48. ``seed_cnn``,
+            whose dense layer fixes its input, trains at 48x48 throughout.
         tta: test-time augmentation: ``none``, ``flip`` (average with the mirror image),
             ``crops`` (the image and its mirror, each shifted 2 px four ways: 10 views) or
             ``auto``: after training, each is scored on the validation set and the best
@@ -64,14 +72,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         tta_: the test-time augmentation predictions use.
         fit_metrics_: figures of the fit worth logging beside the scores, e.g.
             ``val_accuracy_tta_crops`` when ``tta="auto"``.
+        fit_settings_: the values the fit resolved for its ``auto`` parameters
+            (``mixed_precision``, ``channels_last``, ``tta``), to log as parameters.
+        eval_set_pred_: predictions for the ``eval_set`` with the chosen test-time
+            augmentation, when ``tta="auto"`` scored it (so it is not predicted again).
     """
 
     def __init__(self, arch="vgg", width=32, dropout=0.3, epochs=30, min_steps=0,
                  batch_size=128, lr=2e-3, optimizer="adamw", schedule="onecycle",
                  weight_decay=0.05, label_smoothing=0.1, class_weighting="none",
                  balanced_sampling=False, flip=True, shift=0.1, rotate=10.0, scale=0.1,
-                 erase=0.25, mixed_precision="bf16", channels_last=True, tta="flip",
-                 patience=None, max_minutes=None, devices=1, strategy="auto", seed=0):
+                 erase=0.25, mixed_precision="auto", channels_last="auto", tta="flip",
+                 patience=None, max_minutes=None, devices=1, strategy="auto", seed=0,
+                 train_sides=(48,)):
         self.arch = arch
         self.width = width
         self.dropout = dropout
@@ -98,6 +111,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.devices = devices
         self.strategy = strategy
         self.seed = seed
+        self.train_sides = train_sides
 
     def fit(self, X, y, eval_set=None, report=None):
         """Trains on flat ``(N, 2304)`` uint8 pixels and labels 0..6.
@@ -118,6 +132,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         from lightning.pytorch import seed_everything
 
         from fer_lab import nets, training
+        from fer_lab.training import hardware
 
         if self.class_weighting != "none" and self.balanced_sampling:
             raise ValueError("balanced_sampling corrects the class imbalance already; "
@@ -129,10 +144,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             X, X_val, y, y_val = self._hold_out(X, y)
         else:
             X_val, y_val = np.asarray(eval_set[0], dtype=np.uint8), np.asarray(eval_set[1])
+        data = training.ArrayDataModule((X, y), (X_val, y_val), self.batch_size,
+                                        self.balanced_sampling)
+        setting = hardware.resolve(self.arch, self.width, data.train_batch_size,
+                                   self.mixed_precision, self.channels_last)
+        self.fit_settings_ = {"mixed_precision": setting.precision,
+                              "channels_last": setting.channels_last}
         seed_everything(self.seed, workers=True, verbose=False)
         net = nets.build(self.arch, width=self.width, dropout=self.dropout)
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=setting.memory_format)
+        sides = (nets.SIDE,) if getattr(net, "fixed_input", False) else tuple(self.train_sides)
         # Normalisation statistics travel with the estimator, so predict sees the same input.
         self.pixel_mean_, self.pixel_std_ = float(X.mean()), float(X.std()) or 1.0
         module = training.FerModule(
@@ -141,35 +162,39 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             schedule=self.schedule, label_smoothing=self.label_smoothing,
             loss_weights=training.class_weights(y, self.class_weighting),
             augment=training.Augment(self.flip, self.shift, self.rotate, self.scale, self.erase),
-            channels_last=self.channels_last, max_minutes=self.max_minutes)
-        data = training.ArrayDataModule((X, y), (X_val, y_val), self.batch_size,
-                                        self.balanced_sampling)
+            channels_last=setting.channels_last, max_minutes=self.max_minutes,
+            train_sides=sides)
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
-        best = training.fit(module, data, epochs=epochs, precision=self.mixed_precision,
+        best = training.fit(module, data, epochs=epochs, precision=setting.precision,
                             patience=self.patience, devices=self.devices,
                             strategy=self.strategy, report=report)
-        self.net_ = net.cpu().eval()
+        self.net_ = net.cpu().eval().to(memory_format=torch.contiguous_format)
         self.history_ = best.history
         self.best_epoch_ = best.best_epoch
         self.classes_ = np.arange(len(EMOTIONS))
         self.fit_metrics_ = {}
+        self.eval_set_pred_ = None
         self.tta_ = self.tta
         if self.tta == "auto":
             self._choose_tta(X_val, y_val)
         return self
 
     def _choose_tta(self, X_val: np.ndarray, y_val: np.ndarray) -> None:
-        """Scores every test-time augmentation on the validation set and keeps the best."""
-        from fer_lab import training
+        """Scores every test-time augmentation on the validation set and keeps the best.
 
+        The validation set goes through the network once, in the 10 views of ``crops``;
+        ``none`` and ``flip`` average the views they share with it."""
+        from fer_lab.training import inference
+
+        views = self._logits(X_val, "crops", per_view=True)
         best = -1.0
-        for mode in training.TTA_MODES:  # fewest views first: a tie keeps the cheaper one
-            self.tta_ = mode
-            accuracy = float(np.mean(self.predict(X_val) == y_val))
+        for mode in inference.TTA_MODES:  # fewest views first: a tie keeps the cheaper one
+            pred = self.classes_[views[list(inference.CROP_VIEWS[mode])].mean(0).argmax(1)]
+            accuracy = float(np.mean(pred == y_val))
             self.fit_metrics_[f"val_accuracy_tta_{mode}"] = accuracy
             if accuracy > best:
-                best, chosen = accuracy, mode
-        self.tta_ = chosen
+                best, self.tta_, self.eval_set_pred_ = accuracy, mode, pred
+        self.fit_settings_["tta"] = self.tta_
 
     def _hold_out(self, X: np.ndarray, y: np.ndarray):
         """A seeded 10% validation carve, stratified when the classes allow it."""
@@ -207,14 +232,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         plt.close(fig)
         return series
 
+    def inference_setting(self):
+        """How this machine predicts fastest with this net (measured once per machine and
+        cached): a fitted model carries weights, not the training machine's setting."""
+        from fer_lab.training import hardware
+
+        return hardware.resolve(self.arch, self.width, hardware.INFER_BATCH, mode="infer")
+
+    def _logits(self, X, tta: str, per_view: bool = False) -> np.ndarray:
+        from fer_lab.training import inference
+
+        return inference.predict_logits(
+            self.net_, np.asarray(X), pixel_mean=self.pixel_mean_, pixel_std=self.pixel_std_,
+            setting=self.inference_setting(), tta=tta, per_view=per_view)
+
     def decision_function(self, X) -> np.ndarray:
         """Logits ``(N, 7)``, averaged over the test-time augmentation's views."""
-        from fer_lab import training
-
-        tta = self.tta_ if self.tta == "auto" else self.tta
-        return training.predict_logits(
-            self.net_, np.asarray(X), pixel_mean=self.pixel_mean_, pixel_std=self.pixel_std_,
-            precision=self.mixed_precision, channels_last=self.channels_last, tta=tta)
+        return self._logits(X, self.tta_ if self.tta == "auto" else self.tta)
 
     def predict_proba(self, X) -> np.ndarray:
         """Float64 class probabilities (softmax of the logits) summing to 1 per row."""

@@ -1,0 +1,159 @@
+"""``fer-lab bench``: how fast the CNN family trains and predicts on this machine.
+
+Per architecture: training and inference images/s of a bare PyTorch loop for every
+setting ``auto`` could choose here (``fer_lab.training.hardware``), the setting it does
+choose, the net's FLOPs per image and the GFLOP/s achieved; then fer-lab's whole training
+path (``CNNClassifier.fit``: Lightning, metrics, the per-epoch report logged to MLflow)
+against the bare loop with the same augmentation, in the same process (``path_ratio``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+TRAIN_FLOPS_FACTOR = 3  # a training step: forward, plus a backward pass of about twice its cost
+
+
+def forward_flops(arch: str, width: int) -> int:
+    """FLOPs of one image's forward pass (multiply and add counted apart)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fer_lab import nets
+
+    net = nets.build(arch, width=width).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 1, nets.SIDE, nets.SIDE))
+    return int(counter.get_total_flops())
+
+
+def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
+    """Training images/s through ``CNNClassifier.fit`` inside an MLflow run that receives
+    the per-epoch metrics, as a study's trial does: the time of a (warmup + steps)-step
+    fit minus that of a warmup-step fit, so set-up, the first slow oneDNN calls and the
+    one validation pass (over a single image) cancel out."""
+    import mlflow
+
+    from fer_lab import nets
+    from fer_lab.models import create
+    from fer_lab.training.datamodule import MIN_STEPS_PER_EPOCH
+
+    rng = np.random.default_rng(0)
+    batch = params["batch_size"]
+    # Below MIN_STEPS_PER_EPOCH steps the data module shrinks the batch: keep it whole.
+    warmup = max(warmup, MIN_STEPS_PER_EPOCH)
+    X_val, y_val = rng.integers(0, 256, (1, nets.SIDE ** 2), dtype=np.uint8), np.zeros(1, np.int64)
+
+    def fit_seconds(n_steps: int) -> float:
+        n = batch * n_steps
+        X = rng.integers(0, 256, (n, nets.SIDE ** 2), dtype=np.uint8)
+        y = np.arange(n) % nets.N_CLASSES
+        model = create("cnn", **{**params, "epochs": 1, "min_steps": 0, "patience": None,
+                                 "max_minutes": None, "tta": "none"})
+        started = time.perf_counter()
+        with mlflow.start_run():
+            model.fit(X, y, eval_set=(X_val, y_val),
+                      report=lambda metrics: mlflow.log_metrics(dict(metrics), step=0))
+        return time.perf_counter() - started
+
+    previous = mlflow.get_tracking_uri()
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        try:
+            return batch * steps / (fit_seconds(warmup + steps) - fit_seconds(warmup))
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
+          batch: int | None = None, width: int | None = None, repeats: int = 2,
+          path: bool = True) -> dict[str, Any]:
+    """Measures every architecture on this machine.
+
+    Args:
+        archs: architectures (default: all of ``fer_lab.nets.ARCHITECTURES``).
+        steps: timed steps per measurement.
+        warmup: untimed steps before timing.
+        batch, width: default the family's configured values.
+        repeats: the path comparison keeps the best of this many alternated runs of each
+            side (a burst of other load hits both).
+        path: also measure fer-lab's training path against the bare loop.
+
+    Returns:
+        ``{"machine": {...}, "batch": B, "width": W, "archs": {arch: {"params",
+        "forward_flops", "settings": {name: {"train_img_s", "infer_img_s",
+        "train_gflop_s", "infer_gflop_s"}}, "auto": name, "auto_infer": name,
+        "bare_img_s", "path_img_s", "path_ratio"}}}``.
+    """
+    import dataclasses
+
+    from fer_lab import machine, nets
+    from fer_lab.config import load_family
+    from fer_lab.training import hardware
+    from fer_lab.training.augment import Augment
+
+    defaults = dict(load_family("cnn").params)
+    batch = batch or defaults["batch_size"]
+    width = width or defaults["width"]
+    augment = Augment(defaults["flip"], defaults["shift"], defaults["rotate"],
+                      defaults["scale"], defaults["erase"])
+    out: dict[str, Any] = {"machine": dataclasses.asdict(machine.current()), "batch": batch,
+                           "width": width, "steps": steps, "archs": {}}
+    for arch in archs or list(nets.ARCHITECTURES):
+        flops = forward_flops(arch, width)
+        settings = {}
+        for setting in hardware.candidates():
+            train = hardware.train_rate(arch, width, batch, setting, steps=steps, warmup=warmup)
+            infer = hardware.infer_rate(arch, width, setting, steps=steps, warmup=warmup)
+            settings[setting.name] = {
+                "train_img_s": train, "infer_img_s": infer,
+                "train_gflop_s": train * flops * TRAIN_FLOPS_FACTOR / 1e9,
+                "infer_gflop_s": infer * flops / 1e9}
+        auto = hardware.resolve(arch, width, batch)
+        result = {"params": nets.count_parameters(nets.build(arch, width=width)),
+                  "forward_flops": flops, "settings": settings, "auto": auto.name,
+                  "auto_infer": hardware.resolve(arch, width, hardware.INFER_BATCH,
+                                                 mode="infer").name}
+        if path:
+            params = {**defaults, "arch": arch, "width": width, "batch_size": batch,
+                      "mixed_precision": auto.precision, "channels_last": auto.channels_last,
+                      "train_sides": [nets.SIDE]}
+            bare = fer_lab = 0.0
+            for _ in range(repeats):
+                bare = max(bare, hardware.train_rate(arch, width, batch, auto, steps=steps,
+                                                     warmup=warmup, augment=augment))
+                fer_lab = max(fer_lab, path_rate(params, steps, warmup))
+            result.update(bare_img_s=bare, path_img_s=fer_lab, path_ratio=fer_lab / bare)
+        out["archs"][arch] = result
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The bench result as Markdown tables, ready for RESULTS.md."""
+    m = result["machine"]
+    lines = [f"machine: {m['cpu']} ({m['isa']}), {m['accelerator']}, torch {m['torch']}, "
+             f"{m['threads']} threads; batch {result['batch']}, width {result['width']}, "
+             f"{result['steps']} timed steps", "",
+             "| arch | params | MFLOPs/img | setting | train img/s | train GFLOP/s "
+             "| infer img/s | infer GFLOP/s | auto picks |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for arch, r in result["archs"].items():
+        for name, s in r["settings"].items():
+            picks = [mode for mode, key in (("train", "auto"), ("infer", "auto_infer"))
+                     if r[key] == name]
+            lines.append(f"| {arch} | {r['params']:,} | {r['forward_flops'] / 1e6:.0f} | {name} "
+                         f"| {s['train_img_s']:.0f} | {s['train_gflop_s']:.1f} "
+                         f"| {s['infer_img_s']:.0f} | {s['infer_gflop_s']:.1f} "
+                         f"| {' + '.join(picks)} |")
+    if any("path_ratio" in r for r in result["archs"].values()):
+        lines += ["", "| arch | setting | bare loop img/s | fer-lab path img/s | path_ratio |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {arch} | {r['auto']} | {r['bare_img_s']:.0f} | {r['path_img_s']:.0f} "
+                  f"| {r['path_ratio']:.2f} |"
+                  for arch, r in result["archs"].items() if "path_ratio" in r]
+    return "\n".join(lines)

@@ -1,0 +1,222 @@
+"""Precision and memory layout, chosen on the machine that runs, by measuring.
+
+The one place where hardware decisions are made. ``mixed_precision: auto`` and
+``channels_last: auto`` are resolved here, at run time: bf16 is a candidate only where it
+runs natively (``fer_lab.machine.native_bf16``: emulated bf16 on an AVX2 CPU is ~15x
+slower than fp32); the remaining candidates are timed for a few steps each and the
+fastest wins. Decisions are cached on disk per machine (``Machine.key``), architecture,
+width, batch and mode (training or inference), so a study probes once.
+
+The bare loops that the probe times (``train_rate``, ``infer_rate``) are also what
+``fer-lab bench`` reports, and the baseline it compares fer-lab's whole training path to.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fer_lab import machine, nets
+from fer_lab.data import default_cache_dir
+from fer_lab.training.augment import Augment
+from fer_lab.training.inputs import to_input
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+PRECISIONS = ("fp32", "bf16")
+MODES = ("train", "infer")
+INFER_BATCH = 128  # images per timed inference call of the probe
+CACHE_VERSION = 1  # bump when the probe changes, so old decisions are not reused
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a network computes: ``precision`` (``fp32``, or ``bf16`` autocast with fp32
+    weights) and ``channels_last`` (NHWC activations and weights)."""
+
+    precision: str
+    channels_last: bool
+
+    @property
+    def name(self) -> str:
+        """``fp32``, ``fp32+cl``, ``bf16`` or ``bf16+cl``."""
+        return self.precision + ("+cl" if self.channels_last else "")
+
+    @classmethod
+    def parse(cls, name: str) -> Setting:
+        precision, _, layout = name.partition("+")
+        if precision not in PRECISIONS or layout not in ("", "cl"):
+            raise ValueError(f"unknown setting {name!r}")
+        return cls(precision, layout == "cl")
+
+    def autocast(self, device: str = "cpu"):
+        """The autocast context of this precision on ``device``."""
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def _layout_choices(channels_last: bool | str) -> tuple[bool, ...]:
+    if channels_last == AUTO:
+        return (False, True)
+    if isinstance(channels_last, bool):
+        return (channels_last,)
+    raise ValueError(f"channels_last must be true, false or 'auto', not {channels_last!r}")
+
+
+def candidates(precision: str = AUTO, channels_last: bool | str = AUTO) -> list[Setting]:
+    """The settings ``auto`` chooses among on this machine; explicit values are obeyed
+    (a single candidate), ``bf16`` included where it is emulated.
+
+    Raises:
+        ValueError: an unknown precision or layout.
+    """
+    if precision == AUTO:
+        precisions = ("fp32", "bf16") if machine.native_bf16() else ("fp32",)
+    elif precision in PRECISIONS:
+        precisions = (precision,)
+    else:
+        raise ValueError(f"mixed_precision must be one of {(AUTO, *PRECISIONS)}, "
+                         f"not {precision!r}")
+    return [Setting(p, cl) for p in precisions for cl in _layout_choices(channels_last)]
+
+
+def device() -> str:
+    """Where training runs: ``cuda`` when a GPU is there (Lightning's ``auto`` picks it), else
+    ``cpu``. Inference always runs on the CPU, where the fitted network lives."""
+    return "cuda" if machine.cuda_available() else "cpu"
+
+
+def _timed(step: Callable[[], None], steps: int, warmup: int, on: str) -> float:
+    """Seconds for ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    if on == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if on == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def train_rate(arch: str, width: int, batch: int, setting: Setting, *, steps: int = 3,
+               warmup: int = 2, augment: Augment | None = None, on: str | None = None) -> float:
+    """Training images/s of a bare PyTorch loop: uint8 batch to normalised input,
+    ``augment`` (the recipe's, when given), forward, label-smoothed cross-entropy,
+    backward and an AdamW step (the family's default optimizer)."""
+    on = on or device()
+    torch.manual_seed(0)
+    net = nets.build(arch, width=width).to(on, memory_format=setting.memory_format)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+    images = torch.randint(0, 256, (batch, 1, nets.SIDE, nets.SIDE), dtype=torch.uint8,
+                           device=on)
+    y = torch.randint(0, nets.N_CLASSES, (batch,), device=on)
+
+    def step() -> None:
+        x = to_input(images, 128.0, 64.0, setting.channels_last)
+        if augment is not None:
+            x = augment(x)
+        with setting.autocast(on):
+            loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return batch * steps / _timed(step, steps, warmup, on)
+
+
+def infer_rate(arch: str, width: int, setting: Setting, *, batch: int = INFER_BATCH,
+               steps: int = 3, warmup: int = 1) -> float:
+    """Inference images/s on the CPU of a network in eval mode, as ``predict_logits`` runs it."""
+    torch.manual_seed(0)
+    net = nets.build(arch, width=width).eval().to(memory_format=setting.memory_format)
+    images = torch.randint(0, 256, (batch, 1, nets.SIDE, nets.SIDE), dtype=torch.uint8)
+
+    @torch.inference_mode()
+    def step() -> None:
+        with setting.autocast("cpu"):
+            net(to_input(images, 128.0, 64.0, setting.channels_last))
+
+    return batch * steps / _timed(step, steps, warmup, "cpu")
+
+
+def cache_file() -> Path:
+    return default_cache_dir() / "hardware.json"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if data.get("version") == CACHE_VERSION else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_cache(path: Path, key: str, entry: dict) -> None:
+    """Adds one decision; atomic, so a reader never sees half a file (a racing writer
+    may drop the other's entry, which only costs a probe later)."""
+    data = _read_cache(path) or {"version": CACHE_VERSION}
+    data.setdefault("decisions", {})[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hardware-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def resolve(arch: str, width: int, batch: int, precision: str = AUTO,
+            channels_last: bool | str = AUTO, mode: str = "train") -> Setting:
+    """The setting to train (``mode="train"``) or to predict (``"infer"``) with here.
+
+    A single candidate is returned as it is; otherwise the cached decision for this
+    machine and net, else the fastest candidate by a probe of a few steps (seconds),
+    which is then cached.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    options = candidates(precision, channels_last)
+    if len(options) == 1:
+        return options[0]
+    on = device() if mode == "train" else "cpu"
+    here = machine.current()
+    key = "|".join(map(str, (here.key, on, mode, arch, width, batch,
+                             ",".join(o.name for o in options))))
+    return Setting.parse(_decide(key, cache_file(), mode, arch, width, batch, tuple(options), on))
+
+
+@functools.lru_cache(maxsize=None)
+def _decide(key: str, path: Path, mode: str, arch: str, width: int, batch: int,
+            options: tuple[Setting, ...], on: str) -> str:
+    """The chosen setting's name: from the cache file, else measured (once per process)."""
+    cached = _read_cache(path).get("decisions", {}).get(key)
+    if cached and cached.get("choice") in {o.name for o in options}:
+        return cached["choice"]
+    started = time.perf_counter()
+    if mode == "train":
+        rates = {o.name: train_rate(arch, width, batch, o, on=on) for o in options}
+    else:
+        rates = {o.name: infer_rate(arch, width, o) for o in options}
+    choice = max(rates, key=rates.get)
+    log.info("%s %s width %d batch %d on %s: %s (images/s: %s; probed in %.1f s)", mode, arch,
+             width, batch, on, choice, ", ".join(f"{k} {v:.0f}" for k, v in rates.items()),
+             time.perf_counter() - started)
+    _write_cache(path, key, {"choice": choice, "rates": rates, "mode": mode, "arch": arch,
+                             "width": width, "batch": batch, "device": on,
+                             "cpu": machine.current().cpu, "isa": machine.isa(),
+                             "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return choice

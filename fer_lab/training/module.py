@@ -1,0 +1,162 @@
+"""The one LightningModule that trains any ``fer_lab.nets`` network."""
+
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from fer_lab.nets import N_CLASSES, SIDE
+from fer_lab.training.augment import Augment
+from fer_lab.training.inputs import to_input
+from fer_lab.training.schedules import SCHEDULES, cosine, one_cycle
+
+OPTIMIZERS = ("sgd", "adamw")
+HOST_SYNC_EVERY = 16  # steps between reads of the loss on the host
+
+
+class FerModule(L.LightningModule):
+    """Trains a network: label-smoothed, optionally class-weighted cross-entropy, SGD
+    (Nesterov) or AdamW with a per-batch one-cycle or cosine schedule.
+
+    The schedule follows ``progress``: the fraction of the planned steps, or of
+    ``max_minutes`` when that is reached sooner, so a time-capped run still warms up and
+    anneals fully (and ends) within its time. Without ``max_minutes`` it depends on the
+    step alone and training is reproducible.
+
+    After each validation epoch ``epoch_metrics`` holds the report: ``train_loss``,
+    ``train_accuracy`` (on augmented batches), ``val_loss`` (plain cross-entropy, so trials
+    with different smoothing compare), ``val_accuracy``, ``val_macro_f1`` and ``lr``.
+    Nothing goes to a logger; ``val_accuracy`` is logged only for early stopping and the
+    progress bar.
+    """
+
+    def __init__(self, net: nn.Module, *, pixel_mean: float, pixel_std: float,
+                 optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 0.05,
+                 schedule: str = "onecycle", label_smoothing: float = 0.1,
+                 loss_weights: Tensor | None = None, augment: Augment = Augment(),
+                 channels_last: bool = False, max_minutes: float | None = None,
+                 train_sides: tuple[int, ...] = (SIDE,)):
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
+        self.net = net
+        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
+        self.optimizer_name, self.lr, self.weight_decay = optimizer, lr, weight_decay
+        self.schedule = schedule
+        self.label_smoothing = label_smoothing
+        self.register_buffer("loss_weights", loss_weights)
+        self.augment = augment
+        self.channels_last = channels_last
+        self.max_minutes = max_minutes
+        self.train_sides = tuple(train_sides)
+        self._started: float | None = None
+        self._planned_steps = 1
+        self.val_accuracy = MulticlassAccuracy(N_CLASSES, average="micro")
+        self.val_macro_f1 = MulticlassF1Score(N_CLASSES, average="macro")
+        self.epoch_metrics: dict[str, float] = {}
+        self._train_sums = torch.zeros(3)  # loss * n, correct, n of the epoch so far
+        self._val_sums = torch.zeros(2)  # loss summed, n
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(to_input(images, self.pixel_mean, self.pixel_std, self.channels_last))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, y = batch
+        step = self.trainer.global_step if self._trainer else batch_idx
+        x = self.augment(to_input(images, self.pixel_mean, self.pixel_std, self.channels_last),
+                         self.train_side(step))
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, weight=self.loss_weights,
+                               label_smoothing=self.label_smoothing)
+        # Host syncs (on a GPU) only every few steps: a diverged loss leaves NaN weights for
+        # good, so checking now and then (and at the epoch's end) still fails the fit.
+        if step % HOST_SYNC_EVERY == 0:
+            self._fail_if_diverged(loss, step)
+            self.log("loss", loss, prog_bar=True, batch_size=len(y), logger=False)
+        with torch.no_grad():
+            self._train_sums[0] += loss.detach().float() * len(y)
+            self._train_sums[1] += (logits.argmax(1) == y).sum()
+            self._train_sums[2] += len(y)
+        return loss
+
+    def _fail_if_diverged(self, loss: Tensor, step: int) -> None:
+        if not torch.isfinite(loss):  # e.g. too high a learning rate: fail the fit
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
+
+    def on_train_epoch_end(self) -> None:
+        seen = max(float(self._train_sums[2]), 1.0)
+        self._fail_if_diverged(self._train_sums[0] / seen, self.trainer.global_step)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, y = batch
+        logits = self(images).float()
+        self._val_sums += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                                       torch.tensor(float(len(y)), device=y.device)])
+        self.val_accuracy.update(logits, y)
+        self.val_macro_f1.update(logits, y)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums = torch.zeros(3, device=self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        train_loss, correct, seen = self._train_sums.tolist()
+        val_loss, val_n = self._val_sums.tolist()
+        self.epoch_metrics = {
+            "train_loss": train_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "val_loss": val_loss / max(val_n, 1),
+            "val_accuracy": float(self.val_accuracy.compute()),
+            "val_macro_f1": float(self.val_macro_f1.compute()),
+            "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        self.val_accuracy.reset()
+        self.val_macro_f1.reset()
+        self.log("val_accuracy", self.epoch_metrics["val_accuracy"], prog_bar=True, logger=False)
+
+    def on_train_start(self) -> None:
+        self._started = time.perf_counter()
+
+    def train_side(self, step: int) -> int:
+        """The side of this step's training images: ``train_sides`` take equal shares of
+        the progress in turn (progressive resizing: small, cheap images first)."""
+        sides = self.train_sides
+        return sides[min(int(self.progress(step) * len(sides)), len(sides) - 1)]
+
+    def progress(self, step: int) -> float:
+        """Training progress in [0, 1]: the fraction of steps done or, with ``max_minutes``,
+        of the time used, whichever is larger."""
+        fraction = step / self._planned_steps
+        if self.max_minutes is not None and self._started is not None:
+            used = (time.perf_counter() - self._started) / (60 * self.max_minutes)
+            fraction = max(fraction, used)
+        return min(fraction, 1.0)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.progress(self.trainer.global_step) >= 1.0:
+            self.trainer.should_stop = True  # Lightning still validates this last state
+
+    def configure_optimizers(self):
+        # Weight decay on conv and linear weights only: decaying BN scales and biases
+        # just fights the normalisation.
+        self._planned_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        if self.optimizer_name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=self.lr)
+        shape = one_cycle if self.schedule == "onecycle" else cosine
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: shape(self.progress(step)))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
