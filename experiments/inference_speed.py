@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from fer_lab import pyfunc, tracking
+from fer_lab import machine, pyfunc, tracking
 from fer_lab.data import load, split
 
 
@@ -34,6 +34,9 @@ def main() -> None:
     faces = split(load(args.data)).test_all.X[:args.n]
     forms = {"array (N, 48, 48)": faces.reshape(-1, 48, 48),
              "pixels DataFrame": pd.DataFrame({"pixels": pyfunc.pixel_strings(faces)})}
+    here = machine.current()
+    print(f"machine: {here.cpu} (fer.isa {here.isa}), {here.accelerator}, torch {here.torch}, "
+          f"{here.threads} threads\n")
     print("| model | input | images | seconds | images/s |\n|---|---|---|---|---|")
     for uri in args.models:
         model = mlflow.pyfunc.load_model(uri)

@@ -28,7 +28,7 @@ def main() -> None:
     for run in runs:
         latest.setdefault(run.data.tags["fer.family"], run)
     head = ["family"] + [c for c, _ in COLUMNS] + ["trials (done/pruned/failed)", "search s",
-                                                   "refit s", "wall min", "run"]
+                                                   "refit s", "wall min", "fer.isa", "run"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for family, run in sorted(latest.items()):
@@ -37,7 +37,7 @@ def main() -> None:
         trials = "/".join(str(int(m.get(f"trials_{s}", 0))) for s in ("complete", "pruned", "failed"))
         cells = [family] + [f"{m[k]:.4f}" if k in m else "" for _, k in COLUMNS] + [
             trials, f"{m.get('search_seconds', 0):.0f}", f"{m.get('fit_seconds', 0):.0f}",
-            f"{wall:.1f}", run.info.run_id[:8]]
+            f"{wall:.1f}", run.data.tags.get("fer.isa", "?"), run.info.run_id[:8]]
         print("| " + " | ".join(cells) + " |")
 
 

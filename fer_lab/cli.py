@@ -6,8 +6,9 @@ import argparse
 import dataclasses
 import sys
 
+from fer_lab import __version__
 from fer_lab import data as fer_data
-from fer_lab.config import BUDGETS, DEFAULT_BUDGET, DEFAULT_STORAGE
+from fer_lab.config import BUDGETS, DEFAULT_BUDGET, DEFAULT_STORAGE, MAIN_JOB_BUDGET
 
 
 def _families(args: argparse.Namespace) -> int:
@@ -65,7 +66,10 @@ def _tune(args: argparse.Namespace) -> int:
 
         print(f"trials run by this worker: {join(config)}")
         return 0
-    _print_metrics(tune(config))
+    metrics = tune(config)
+    if not metrics:
+        print("joined the study's live lead, which refits and registers the best")
+    _print_metrics(metrics)
     return 0
 
 
@@ -91,13 +95,15 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import mlflow
+    from fer_lab import predict, registry
 
-    from fer_lab import predict, tracking
-
-    tracking.configure()
-    found = list(predict.faces(predict.expand(args.paths), detect=args.detect_faces))
-    table = predict.classify(mlflow.pyfunc.load_model(args.model), found)
+    found = list(predict.faces(predict.expand(args.paths), detect=args.detect_faces,
+                               no_face=lambda path: print(f"{path}: no face found",
+                                                          file=sys.stderr)))
+    if not found:
+        print("no face to classify", file=sys.stderr)
+        return 1
+    table = predict.classify(registry.load_model(args.model), found)
     if args.csv:
         table.to_csv(sys.stdout, index=False, float_format="%.4f")
     else:
@@ -139,94 +145,138 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-lab", description="Train and compare facial-emotion "
-                                "classifiers on FER2013, tracked in MLflow.")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("families", help="list the model families").set_defaults(run=_families)
+class _Help(argparse.HelpFormatter):
+    """Help that shows every option's default (unless its text already says it)."""
 
-    data = sub.add_parser("data", help="data set tools").add_subparsers(dest="action", required=True)
-    check = data.add_parser("check", help="validate a data set and print per-split class counts")
-    check.add_argument("path", help="fer2013.csv[.gz], an image folder, or 'synthetic'")
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) \
+                or action.option_strings == []:
+            return text
+        return f"{text} (default: {action.default})" if text else f"default: {action.default}"
+
+
+DATA_HELP = ("fer2013.csv[.gz], Kaggle's download (zip or tar.gz), an image folder, or "
+             "'synthetic' (generated faces)")
+
+
+def _seed(text: str) -> int:
+    return int(float(text))
+
+
+def _common(cmd: argparse.ArgumentParser) -> None:
+    """The options ``tune`` and ``compare`` share, with the same defaults."""
+    cmd.add_argument("--data", default="synthetic", help=DATA_HELP)
+    cmd.add_argument("--seed", type=_seed, default=0,
+                     help="seeds the validation carve, the sampler and the fits")
+    cmd.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
+    cmd.add_argument("--storage", default=DEFAULT_STORAGE,
+                     help="Optuna storage URL: sqlite:///FILE, journal:///FILE or "
+                          "postgresql://USER:PASSWORD@HOST/DB (default: $FER_LAB_STORAGE, "
+                          "else sqlite:///optuna.db)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fer-lab", formatter_class=_Help,
+                                description="Train and compare facial-emotion classifiers on "
+                                "FER2013, tracked in MLflow.")
+    p.add_argument("--version", action="version", version=f"fer-lab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+
+    command("families", "list the model families").set_defaults(run=_families)
+
+    data = command("data", "data set tools").add_subparsers(dest="action", required=True)
+    check = data.add_parser("check", formatter_class=_Help,
+                            help="validate a data set and print per-split class counts")
+    check.add_argument("path", help=DATA_HELP)
     check.set_defaults(run=_data_check)
 
-    t = sub.add_parser("tune", help="run (or resume) a family's Optuna study, tracked in MLflow")
-    t.add_argument("family")
-    t.add_argument("--data", default="synthetic",
-                   help="fer2013.csv[.gz], an image folder, or 'synthetic' (default)")
-    t.add_argument("--trials", type=_count,
-                   help="trials to reach (default or 0: the family's config)")
-    t.add_argument("--timeout", type=_seconds,
-                   help="seconds after which no new trial starts (default or 0: the config's)")
-    t.add_argument("--seed", type=lambda s: int(float(s)), default=0)
-    t.add_argument("--objective", choices=["accuracy", "macro_f1"])
-    t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
-    t.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help="Optuna storage URL (default: $FER_LAB_STORAGE or sqlite:///optuna.db)")
-    t.add_argument("--study-name", help="default: <family>-<budget>-<data digest>")
+    t = command("tune", "run (or resume) a family's Optuna study, tracked in MLflow")
+    t.add_argument("family", help="a family name (`fer-lab families` lists them)")
+    _common(t)
     t.add_argument("--budget", choices=BUDGETS, default=DEFAULT_BUDGET,
-                   help="quick (a smoke run), default, or full (for more time or a GPU)")
-    t.add_argument("--config", help="an experiment yaml that overrides the family's config")
+                   help="quick (a smoke run), default (the family's tuned budget), or full "
+                        "(for more time or a GPU)")
+    t.add_argument("--trials", type=_count,
+                   help="trials to reach (default or 0: the budget's)")
+    t.add_argument("--timeout", type=_seconds,
+                   help="seconds after which no new trial starts (default or 0: the budget's)")
+    t.add_argument("--objective", choices=["accuracy", "macro_f1"],
+                   help="validation metric to maximise (default: the config's, accuracy)")
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of Training carved out (stratified, seeded) for validation")
+    t.add_argument("--study-name", help="default: <family>-<budget>-<data digest>")
+    t.add_argument("--config", help="an experiment yaml that overrides the family's config "
+                                    "(default: none)")
     t.add_argument("--no-register", dest="register", action="store_false",
-                   help="do not register the model in the MLflow model registry")
+                   help="do not register the model in the MLflow model registry "
+                        "(default: register it)")
     t.add_argument("--workers", type=int, default=1,
                    help="worker processes on this machine (needs PostgreSQL or a journal "
                         "storage for more than 1)")
     t.add_argument("--join", action="store_true",
                    help="only run trials of a study whose lead (a `tune` without --join) "
-                        "runs elsewhere; no refit")
+                        "runs elsewhere; no refit (default: lead)")
     t.add_argument("--devices", type=int,
-                   help="cnn: train each fit on this many devices (GPUs, or CPU processes)")
+                   help="cnn: train each fit on this many devices (GPUs, or CPU processes; "
+                        "default: 1)")
     t.add_argument("--strategy", choices=["auto", "ddp"],
-                   help="cnn: ddp trains data-parallel over --devices (gloo on CPU)")
+                   help="cnn: ddp trains data-parallel over --devices (gloo on CPU; "
+                        "default: auto)")
     t.add_argument("--heartbeat", type=float, default=30.0,
                    help="seconds between trial heartbeats; a trial silent for three is "
                         "failed as its worker's loss (database storages)")
     t.set_defaults(run=_tune)
 
-    sub.add_parser("promote", help="point fer-emotion@champion at the best family champion"
-                   ).set_defaults(run=_promote)
+    command("promote", "point fer-emotion@champion at the best family champion"
+            ).set_defaults(run=_promote)
 
-    pr = sub.add_parser("predict", help="classify face images, folders or Kaggle-style CSVs")
-    pr.add_argument("paths", nargs="+", metavar="PATH")
+    pr = command("predict", "classify face images, folders or Kaggle-style CSVs")
+    pr.add_argument("paths", nargs="+", metavar="PATH",
+                    help="images, folders of images, or Kaggle-style CSVs")
     pr.add_argument("--model", default="models:/fer-emotion@champion",
-                    help="an MLflow model URI (default: models:/fer-emotion@champion)")
+                    help="an MLflow model URI")
     pr.add_argument("--detect-faces", action="store_true",
-                    help="find the faces in full photos (OpenCV) and classify each")
-    pr.add_argument("--csv", action="store_true", help="CSV with every class probability")
+                    help="find the faces in full photos (OpenCV) and classify each "
+                         "(default: each file is one face)")
+    pr.add_argument("--csv", action="store_true",
+                    help="CSV with every class probability (default: a table)")
     pr.set_defaults(run=_predict)
 
-    r = sub.add_parser("report", help="write the comparison report from the tracking store")
-    r.add_argument("--out", default="report", help="output folder (default: report)")
-    r.add_argument("--experiment", default="fer-lab")
+    r = command("report", "write the comparison report from the tracking store")
+    r.add_argument("--out", default="report", help="output folder")
+    r.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
     r.add_argument("--select", choices=["latest", "champion"], default="latest",
                    help="each family's latest study, or its champion's")
     r.set_defaults(run=_report)
 
-    b = sub.add_parser("bench", help="CNN training and inference speed on this machine, per "
-                       "architecture and setting, and what 'auto' picks")
+    b = command("bench", "CNN training and inference speed on this machine, per "
+                "architecture and setting, and what 'auto' picks")
     b.add_argument("--arch", nargs="+", metavar="A",
                    help="architectures to measure (default: all)")
-    b.add_argument("--steps", type=int, default=10, help="timed steps per measurement (10)")
-    b.add_argument("--warmup", type=int, default=2, help="untimed steps first (2)")
+    b.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    b.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     b.add_argument("--batch", type=int, help="batch size (default: the cnn config's)")
     b.add_argument("--width", type=int, help="network width (default: the cnn config's)")
     b.add_argument("--repeats", type=int, default=2,
-                   help="best of this many runs for the path comparison (2)")
+                   help="best of this many runs for the path comparison")
     b.add_argument("--no-path", action="store_true",
-                   help="skip fer-lab's training path against the bare loop")
-    b.add_argument("--json", action="store_true", help="print one JSON object")
+                   help="skip fer-lab's training path against the bare loop (default: "
+                        "measure it)")
+    b.add_argument("--json", action="store_true",
+                   help="print one JSON object (default: tables)")
     b.set_defaults(run=_bench)
 
-    c = sub.add_parser("compare", help="tune every family, promote the best, write the report")
-    c.add_argument("--data", default="synthetic")
-    c.add_argument("--budget", choices=BUDGETS, default=DEFAULT_BUDGET)
+    c = command("compare", "the main job: tune every family, promote the best, write the "
+                "report")
+    _common(c)
+    c.add_argument("--budget", choices=BUDGETS, default=MAIN_JOB_BUDGET,
+                   help="quick (minutes), default (each family's tuned budget: hours), full")
     c.add_argument("--families", nargs="*", help="default: every family")
-    c.add_argument("--seed", type=lambda s: int(float(s)), default=0)
-    c.add_argument("--experiment", default="fer-lab")
-    c.add_argument("--storage", default=DEFAULT_STORAGE)
-    c.add_argument("--out", default="report")
+    c.add_argument("--out", default="report", help="report folder")
     c.set_defaults(run=_compare)
     return p
 

@@ -12,7 +12,7 @@ import mlflow
 
 from fer_lab import data as fer_data
 from fer_lab import registry, report, tracking
-from fer_lab.config import DEFAULT_BUDGET, DEFAULT_STORAGE, TuneConfig, load_family
+from fer_lab.config import DEFAULT_STORAGE, MAIN_JOB_BUDGET, TuneConfig, load_family
 from fer_lab.models import families as all_families
 from fer_lab.tuning import tune
 
@@ -36,7 +36,7 @@ class Comparison:
     run_id: str
 
 
-def compare(data: str = "synthetic", budget: str = DEFAULT_BUDGET,
+def compare(data: str = "synthetic", budget: str = MAIN_JOB_BUDGET,
             families: Sequence[str] | None = None, *, seed: int = 0,
             experiment: str = "fer-lab", storage: str = DEFAULT_STORAGE,
             out: str | Path = "report", progress: bool = True) -> Comparison:

@@ -1,6 +1,6 @@
-"""Typed, frozen configuration: family defaults from ``configs/``, overrides on top.
+"""Typed, frozen configuration: family defaults from ``fer_lab/configs/``, overrides on top.
 
-Config flows one way: ``configs/<family>.yaml`` → an optional experiment file that only
+Config flows one way: ``fer_lab/configs/<family>.yaml`` (shipped inside the package) → an optional experiment file that only
 overrides → command-line values. The resolved result is logged with every study.
 """
 
@@ -21,11 +21,15 @@ DEFAULT_BUDGET = "default"
 # Optuna's storage unless --storage says otherwise; teams point it at PostgreSQL.
 DEFAULT_STORAGE = os.environ.get("FER_LAB_STORAGE") or "sqlite:///optuna.db"
 BUDGETS = (DEFAULT_BUDGET, "quick", "full")
+# The main job (`fer-lab compare`, MLproject's main entry point) runs every family: by
+# default in minutes; one family's study (`tune`) takes its tuned budget.
+MAIN_JOB_BUDGET = "quick"
 
 
 def config_dir() -> Path:
-    """``$FER_LAB_CONFIGS``, else the ``configs/`` folder beside the package."""
-    return Path(os.environ.get("FER_LAB_CONFIGS") or Path(__file__).resolve().parents[1] / "configs")
+    """``$FER_LAB_CONFIGS``, else the package's own ``configs/`` (installed with it, so a
+    non-editable ``pip install`` finds them too)."""
+    return Path(os.environ.get("FER_LAB_CONFIGS") or Path(__file__).resolve().parent / "configs")
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ def _merge(base: dict, override: Mapping) -> dict:
 
 def load_family(family: str, experiment_file: str | os.PathLike | None = None,
                 budget: str = DEFAULT_BUDGET, **study_overrides: Any) -> FamilyConfig:
-    """Reads ``configs/<family>.yaml``, applies a budget, an experiment file, then study
+    """Reads ``fer_lab/configs/<family>.yaml``, applies a budget, an experiment file, then study
     overrides.
 
     Args:
@@ -155,7 +159,9 @@ def load_family(family: str, experiment_file: str | os.PathLike | None = None,
     """
     path = config_dir() / f"{family}.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no config for family {family!r}")
+        known = ", ".join(sorted(p.stem for p in config_dir().glob("*.yaml")))
+        raise FileNotFoundError(f"unknown family {family!r}; known: {known} "
+                                f"(no {path.name} in {path.parent})")
     raw = yaml.safe_load(path.read_text()) or {}
     budgets = raw.pop("budgets", None) or {}
     if budget != DEFAULT_BUDGET:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
+import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,11 +28,27 @@ from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
 JOURNAL = "journal://"
+# The trial user attribute naming the process that runs it (see worker_identity).
+WORKER_ATTR = "fer.worker"
+# The study user attribute naming its lead process and the study run it holds.
+LEAD_ATTR = "fer.lead"
 # A worker's trial is failed when its heartbeat is older than GRACE_FACTOR intervals.
 GRACE_FACTOR = 3
+SCHEMA_ATTEMPTS = 5
 
 
-def storage(url: str, workers: int = 1, heartbeat: float = 30.0) -> optuna.storages.BaseStorage:
+STORAGE_FORMS = ("sqlite:///optuna.db, journal:///path/optuna.journal or "
+                 "postgresql://user:password@host/db")
+SHARED_STORAGES = ("Use PostgreSQL (--storage postgresql://user:pass@host/db) or, on one "
+                   "machine, a journal file (--storage journal:///path/optuna.journal)")
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be used; the message says what to give instead."""
+
+
+def storage(url: str, workers: int = 1, heartbeat: float = 30.0,
+            joining: bool = False) -> optuna.storages.BaseStorage:
     """The Optuna storage for ``url``: ``sqlite:///...``, ``postgresql://...`` (or any
     database SQLAlchemy knows), or ``journal:///path/optuna.journal``.
 
@@ -38,25 +57,71 @@ def storage(url: str, workers: int = 1, heartbeat: float = 30.0) -> optuna.stora
         workers: worker processes this machine will start; SQLite takes one.
         heartbeat: seconds between a running trial's heartbeats (database storages); a
             trial silent for three of them is failed when a worker next starts a trial.
+        joining: this process joins a study that another process leads.
 
     Raises:
-        ValueError: parallel workers asked of SQLite.
+        StorageError: not a storage URL, a database SQLAlchemy has no driver for, a
+            server that does not answer, or several writers asked of SQLite.
     """
     if url.startswith(JOURNAL):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL)))
-    if url.startswith("sqlite") and workers > 1:
-        raise ValueError(
-            f"{url}: SQLite takes one writer at a time, so {workers} workers would fail with "
-            "'database is locked'. Use PostgreSQL (--storage postgresql://user:pass@host/db) "
-            "or, on one machine, a journal file (--storage journal:///path/optuna.journal)")
-    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=max(int(heartbeat), 1),
-            grace_period=max(int(heartbeat * GRACE_FACTOR), 2),
-            engine_kwargs={"pool_pre_ping": True})
+        path = Path(url.removeprefix(JOURNAL))
+        if not path.parent.is_dir():
+            raise StorageError(f"--storage {url}: no folder {path.parent} for the journal")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    _check_database_url(url)
+    if url.startswith("sqlite") and (workers > 1 or joining):
+        who = f"{workers} workers" if workers > 1 else "a worker joining another's study"
+        raise StorageError(f"{url}: SQLite takes one writer at a time, so {who} would fail "
+                           f"with 'database is locked'. {SHARED_STORAGES}")
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+
+    attempt = 1
+    while True:
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=max(int(heartbeat), 1),
+                    grace_period=max(int(heartbeat * GRACE_FACTOR), 2),
+                    engine_kwargs={"pool_pre_ping": True})
+        except (IntegrityError, ProgrammingError):
+            if attempt == SCHEMA_ATTEMPTS:
+                raise
+            # Workers started at once on a fresh database race to create Optuna's schema
+            # (e.g. CREATE TYPE studydirection): the losers find it made on a retry.
+            time.sleep(0.2 * attempt)
+            attempt += 1
+        except SQLAlchemyError as err:  # the server does not answer, refuses the login, ...
+            raise StorageError(f"cannot open the Optuna storage at {_where(url)}: "
+                               f"{str(err.__cause__ or err).splitlines()[0]}") from None
+
+
+def _check_database_url(url: str) -> None:
+    """Fails with what to give instead when ``url`` is no database URL SQLAlchemy can open."""
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        sqlalchemy.engine.make_url(url).get_dialect()
+    except ArgumentError:
+        raise StorageError(f"--storage {url!r} is not a storage URL; give one of "
+                           f"{STORAGE_FORMS}") from None
+    except NoSuchModuleError:
+        raise StorageError(f"--storage {url!r}: no database driver for "
+                           f"{url.partition(':')[0]!r}; give one of {STORAGE_FORMS}") from None
+
+
+def _where(url: str) -> str:
+    """The host and port (or file) of a database URL, without its password."""
+    import sqlalchemy
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.host:
+        port = parsed.port or {"postgresql": 5432, "mysql": 3306}.get(parsed.get_backend_name())
+        return f"{parsed.host}:{port} (database {parsed.database})"
+    return str(parsed.database)
 
 
 @contextlib.contextmanager
@@ -124,6 +189,7 @@ def close_lost_runs(study: optuna.Study, experiment_id: str, current_run: str) -
     with warnings.catch_warnings(), contextlib.suppress(Exception):  # no heartbeats: nothing
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    fail_dead_local_trials(study)
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     client = MlflowClient()
     runs = client.search_runs(
@@ -138,12 +204,59 @@ def close_lost_runs(study: optuna.Study, experiment_id: str, current_run: str) -
                                                                   None):
                 continue
             client.set_tag(run.info.run_id, "fer.trial_state", "FAILED")
-            client.set_tag(run.info.run_id, "fer.error", "worker lost (no heartbeat)")
+            client.set_tag(run.info.run_id, "fer.error", "worker lost (process gone, or no "
+                                                         "heartbeat)")
         elif tags.get("fer.role") != "study" or alive or run.info.run_id == current_run:
             continue
         client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         closed.append(run.info.run_id)
     return closed
+
+
+def worker_identity() -> dict[str, str | int | None]:
+    """The process running a trial, recorded on it: host, pid and the process's start
+    time (a pid is reused, a pid with its start time is not)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())}
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux), None if it is gone or
+    the OS does not say."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]  # field 22: starttime
+    except (OSError, IndexError):
+        return None
+
+
+def _gone(identity: dict) -> bool:
+    """Whether the process of ``identity`` ran on this host and has ended; a process on
+    another host is taken to be alive (database storages' heartbeats cover those)."""
+    if identity.get("host") != socket.gethostname():
+        return False
+    pid = int(identity["pid"])
+    if identity.get("started") is not None and Path("/proc").is_dir():
+        return _started(pid) != identity["started"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fails the RUNNING trials whose process, on this host, is gone (killed, crashed):
+    the journal storage has no heartbeats, so nothing else would. Returns their numbers."""
+    dead = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        identity = trial.user_attrs.get(WORKER_ATTR)
+        if identity and _gone(identity):
+            study._storage.set_trial_state_values(trial._trial_id,
+                                                  state=optuna.trial.TrialState.FAIL)
+            dead.append(trial.number)
+    return dead
 
 
 def spawn_workers(n: int, target: Callable[..., None], *args) -> list:
@@ -159,10 +272,61 @@ def spawn_workers(n: int, target: Callable[..., None], *args) -> list:
     return procs
 
 
-def parent_run(study: optuna.Study) -> str | None:
-    """The lead's study run that workers nest their trial runs under."""
-    return study.user_attrs.get("fer.study_run")
+def claim_lead(study: optuna.Study, url: str, heartbeat: float) -> bool:
+    """Makes this process the study's lead unless a live one holds the lead; returns
+    whether it did. Identical commands started at once (a cluster's job array) thus get
+    exactly one lead, and the others work as ``--join`` does.
+
+    A lead on this host is alive while its process is; one elsewhere while its beat
+    (refreshed every ``heartbeat`` seconds) is younger than ``GRACE_FACTOR`` beats."""
+    with claim_lock(url, study.study_name):
+        lead = study.user_attrs.get(LEAD_ATTR)
+        if lead and _lead_alive(lead, heartbeat):
+            return False
+        study.set_user_attr(LEAD_ATTR, {**worker_identity(), "beat": time.time(), "run": None})
+        return True
 
 
-def set_parent_run(study: optuna.Study, run: mlflow.ActiveRun) -> None:
-    study.set_user_attr("fer.study_run", run.info.run_id)
+def _lead_alive(lead: dict, heartbeat: float) -> bool:
+    if lead.get("host") == socket.gethostname():
+        return not _gone(lead)
+    return time.time() - float(lead.get("beat", 0)) < GRACE_FACTOR * heartbeat
+
+
+@contextlib.contextmanager
+def leading(study: optuna.Study, url: str, run: mlflow.ActiveRun,
+            heartbeat: float) -> Iterator[None]:
+    """Holds the lead while the block runs: publishes the study run that workers nest
+    their trial runs under and keeps the lead's beat fresh; gives the lead up at the end."""
+    record = {**worker_identity(), "run": run.info.run_id}
+    study.set_user_attr(LEAD_ATTR, {**record, "beat": time.time()})
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat):
+            study.set_user_attr(LEAD_ATTR, {**record, "beat": time.time()})
+
+    # SQLite takes one process, so nobody needs the beat (nor a second writing thread).
+    beating = threading.Thread(target=beat, daemon=True) if not url.startswith("sqlite") else None
+    if beating:
+        beating.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if beating:
+            beating.join()
+        study.set_user_attr(LEAD_ATTR, None)
+
+
+def lead_run(study: optuna.Study, wait: float = 120.0) -> str | None:
+    """The live lead's study run, waiting up to ``wait`` seconds for a lead that is
+    starting to open it; None when no lead shows up."""
+    deadline = time.monotonic() + wait
+    while True:
+        lead = study.user_attrs.get(LEAD_ATTR)
+        if lead and lead.get("run"):
+            return lead["run"]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.5)

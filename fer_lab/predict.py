@@ -7,7 +7,7 @@ each one is classified with its box.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +60,21 @@ def detect_faces(grey: np.ndarray, min_size: int = 24) -> list[tuple[int, int, i
     return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
 
 
-def faces(paths: Iterable[Path], detect: bool = False) -> Iterator[Face]:
+def faces(paths: Iterable[Path], detect: bool = False,
+          no_face: Callable[[Path], None] | None = None) -> Iterator[Face]:
     """The faces in image files (each a crop, or the detected faces) and CSV files (a
-    ``pixels`` column; rows named ``file:row``)."""
+    ``pixels`` column, as Kaggle's files and ICML's ``emotion, Usage, pixels`` have it;
+    rows named ``file:row``).
+
+    Args:
+        paths: files to read.
+        detect: find the faces in each image instead of taking it as one face.
+        no_face: called with an image in which detection found no face.
+    """
     for path in paths:
         if path.name.lower().endswith(CSV_SUFFIXES):
-            frame = pd.read_csv(path, usecols=lambda c: c == "pixels")
+            frame = pd.read_csv(path, usecols=lambda c: c.strip() == "pixels")
+            frame.columns = [c.strip() for c in frame.columns]
             if "pixels" not in frame.columns:
                 raise InputError(f"{path}: expected a 'pixels' column")
             for i, text in enumerate(frame["pixels"]):
@@ -81,7 +90,10 @@ def faces(paths: Iterable[Path], detect: bool = False) -> Iterator[Face]:
         if not detect:
             yield Face(str(path), face_pixels(image))
             continue
-        for x, y, w, h in detect_faces(np.asarray(image)):
+        boxes = detect_faces(np.asarray(image))
+        if not boxes and no_face is not None:
+            no_face(path)
+        for x, y, w, h in boxes:
             yield Face(str(path), face_pixels(image.crop((x, y, x + w, y + h))), (x, y, w, h))
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import io
+import logging
+import warnings
 from typing import Any
 
 import mlflow
@@ -23,6 +26,12 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ParamSchema, ParamSpec
 
 from fer_lab.data import EMOTIONS, N_PIXELS
+
+# MLflow's advice for other kinds of model, printed on every `tune` and `predict`: our
+# input is checked by ``to_pixels``, deliberately not by a schema (see ``log_model``).
+for _advice in (".*Add type hints to the `predict` method",
+                ".*Hint: Inferred schema contains integer"):
+    warnings.filterwarnings("ignore", message=_advice, category=UserWarning)
 
 SIDE = 48
 MODEL_TTA = "model"  # the ``tta`` param's default: the model's own choice
@@ -69,7 +78,10 @@ def open_grey(data: Any, row: int):
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+    except UnidentifiedImageError:
+        raise InputError(f"row {row}: cannot decode the image: not in a format Pillow reads "
+                         "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise InputError(f"row {row}: cannot decode the image ({err})") from None
 
 
@@ -195,6 +207,21 @@ def log_model(estimator, example: np.ndarray) -> str:
     output = FerModel(estimator).predict(None, frame)
     signature = ModelSignature(inputs=None, outputs=infer_signature(frame, output).outputs,
                                params=ParamSchema([ParamSpec("tta", "string", MODEL_TTA)]))
-    info = mlflow.pyfunc.log_model(name="model", python_model=FerModel(estimator),
-                                   signature=signature, input_example=frame)
+    with _quiet("mlflow.pyfunc", "mlflow.models.model"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=FerModel(estimator),
+                                       signature=signature, input_example=frame)
     return info.model_uri
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """Only errors from these loggers meanwhile (MLflow's notes on pickling a Python object
+    and validating the input example, printed on every logged model)."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from fer_lab import tracking
 from fer_lab.models import families
 
 CHAMPION = "champion"
@@ -66,17 +67,33 @@ class Decision:
 
 
 def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version ``@champion`` points at, or None (no such model, or no alias yet)."""
+    """The version ``@champion`` points at, or None (no such model, or no alias yet).
+
+    Raises:
+        MlflowException: any other failure (e.g. the tracking server is down): reading it
+            as "no champion yet" would crown whatever comes next.
+    """
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if _not_found(err):
+            return None
+        raise
+
+
+def _not_found(err: MlflowException) -> bool:
+    """The registry's answer for a model or an alias that does not exist (MLflow reports a
+    missing alias as an invalid parameter "... not found")."""
+    return err.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        err.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(err.message))
 
 
 def _ensure_model(client: MlflowClient, name: str, description: str) -> None:
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as err:
+        if not _not_found(err):
+            raise
         client.create_registered_model(name, description=description)
 
 
@@ -176,4 +193,30 @@ def promote() -> Decision:
 
 def load_champion(name: str = BEST_MODEL):
     """The champion of a registered model as a pyfunc."""
-    return mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    return load_model(f"models:/{name}@{CHAMPION}")
+
+
+TRAIN_ONE = ("train and register one first (`mlflow run . --env-manager local`, or "
+             "`fer-lab tune cnn --data fer2013.csv.gz`), or point MLFLOW_TRACKING_URI at "
+             "the store that holds it")
+
+
+def load_model(uri: str):
+    """A logged or registered model as a pyfunc, loaded from the configured tracking store.
+
+    Raises:
+        LookupError: the model is not there; the message names the store searched and
+            how to get a model (and an SQLite store that does not exist is not created).
+    """
+    store = tracking.configure()
+    registered = uri.startswith("models:/")
+    if registered and not tracking.store_exists(store):
+        raise LookupError(f"{uri}: no tracking store at {store} (nothing trained here yet); "
+                          f"{TRAIN_ONE}")
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as err:
+        if not registered:
+            raise
+        reason = str(err.message).splitlines()[0]
+        raise LookupError(f"{uri}: not found in {store} ({reason}); {TRAIN_ONE}") from None

@@ -23,6 +23,15 @@ from fer_lab import evaluation, machine
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
+def store_exists(uri: str) -> bool:
+    """False only for an SQLite store whose file is not there (opening it would create an
+    empty one); other stores are taken to exist."""
+    if not uri.startswith("sqlite:///"):
+        return True
+    path = uri.removeprefix("sqlite:///")
+    return path == ":memory:" or Path(path).exists()
+
+
 def configure() -> str:
     """Uses ``$MLFLOW_TRACKING_URI`` if set, else SQLite in the working folder (never ./mlruns)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

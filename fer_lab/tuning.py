@@ -29,6 +29,7 @@ from fer_lab.config import TuneConfig
 from fer_lab.models import create
 
 log = logging.getLogger(__name__)
+LEAD_WAIT = 120.0  # seconds a worker waits for the study's lead to open the study run
 AUTO = "auto"  # a parameter value the fit resolves (fit_settings_), e.g. the CNN's precision
 
 
@@ -75,6 +76,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         rungs = self.config.model.study.rungs
+        trial.set_user_attr(parallel.WORKER_ATTR, parallel.worker_identity())
         with tracking.trial_run(self.family, trial.number, trial.study.study_name,
                                 self.parent_run):
             params = self.params(trial)
@@ -141,7 +143,8 @@ def open_study(config: TuneConfig, dataset: fer_data.FerData | None = None,
         ValueError: the storage cannot take the workers asked for (before any data is
             read), or the study exists and was run on other data or another protocol.
     """
-    storage = parallel.storage(config.storage, config.workers, config.heartbeat)
+    storage = parallel.storage(config.storage, config.workers, config.heartbeat,
+                               joining=worker != 0)
     dataset = dataset or fer_data.load(config.data)
     splits = fer_data.split(dataset, config.val_fraction, config.seed)
     digest = dataset.digest
@@ -171,9 +174,11 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
          progress: bool = True) -> dict[str, float]:
     """Runs (or resumes) a family's study, refits the best, evaluates it on the tests.
 
-    This process leads the study: it owns the study run, runs trials itself beside
+    The process that leads the study owns the study run, runs trials itself beside
     ``config.workers - 1`` worker processes (and any ``join``-ed from elsewhere), then
-    refits, evaluates and registers the best once.
+    refits, evaluates and registers the best once. When another live process already
+    leads it (the same command started twice, e.g. by a job array), this one works as
+    ``join`` does.
 
     Args:
         config: the resolved configuration.
@@ -181,16 +186,23 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         progress: show a progress bar of the study's trials.
 
     Returns:
-        The study run's metrics (validation and test scores of the refit best).
+        The study run's metrics (validation and test scores of the refit best); empty
+        when this process joined another's lead.
     """
     tracking.configure()
     study, dataset, splits = open_study(config, dataset)
+    if not parallel.claim_lead(study, config.storage, config.heartbeat):
+        ran = join(config)
+        log.warning("study %s has a live lead elsewhere: this process joined it and ran %d "
+                    "trial(s); the lead refits and registers", study.study_name, ran)
+        return {}
     settings = config.model.study
     family = config.model.family
     tags = {"fer.study": study.study_name, "fer.data_digest": dataset.digest,
             "fer.objective": settings.objective, "fer.protocol": config.protocol,
             "fer.budget": config.budget}
-    with tracking.study_run(family, config.experiment, tags) as run:
+    with tracking.study_run(family, config.experiment, tags) as run, \
+            parallel.leading(study, config.storage, run, config.heartbeat):
         tracking.log_config(config.to_dict())
         # Prefixed: `mlflow run` has already logged its raw entry-point parameters.
         mlflow.log_params({"study.data": config.data, "study.seed": config.seed,
@@ -198,7 +210,6 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                            "study.rungs": list(settings.rungs),
                            "study.objective": settings.objective,
                            "study.workers": config.workers})
-        parallel.set_parent_run(study, run)
         lost = parallel.close_lost_runs(study, run.info.experiment_id, run.info.run_id)
         if lost:
             log.warning("study %s: %d run(s) of lost workers closed as KILLED",
@@ -248,14 +259,16 @@ def join(config: TuneConfig, deadline: float | None = None, worker: int | None =
         worker: this worker's number (1, 2, ...); default one drawn from the process id.
 
     Raises:
-        LookupError: the study has no lead yet.
+        LookupError: no lead opened the study's run within ``LEAD_WAIT`` seconds.
     """
     tracking.configure()
     study, _, splits = open_study(config, worker=worker or 1 + os.getpid())
-    parent = parallel.parent_run(study)
+    if len(study.get_trials(deepcopy=False)) >= config.model.study.trials:
+        return 0  # the study already has its trials: nothing to join
+    parent = parallel.lead_run(study, LEAD_WAIT)
     if parent is None:
         raise LookupError(f"study {study.study_name!r} has no lead: start `fer-lab tune` "
-                          "(without --join) first")
+                          f"(without --join) too; waited {LEAD_WAIT:.0f} s for one")
     timeout = config.model.study.timeout
     if deadline is None and timeout:
         deadline = time.monotonic() + timeout

@@ -14,6 +14,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
+# The real FER2013 for the real-data tests (marker real_data): $FER_LAB_REAL_DATA, else the
+# shared folder beside the checkout; those tests skip when the file is not there.
+REAL_CSV = Path(os.environ.get("FER_LAB_REAL_DATA")
+                or Path(__file__).resolve().parents[2] / "shared/data/fer2013/fer2013.csv.gz")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def own_cache(tmp_path_factory):

@@ -1,12 +1,16 @@
 """The fer-lab command as a user types it."""
 
+import inspect
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 import yaml
 
 from fer_lab import cli
+from fer_lab.compare import compare as fer_compare
 from fer_lab.config import load_family
 from fer_lab.models import families
 
@@ -35,14 +39,36 @@ def test_data_check_reports_a_bad_file(tmp_path, capsys, monkeypatch):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "fer_lab.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    script = Path(sys.executable).parent / "fer-lab"  # the venv's entry point, as a user runs it
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True,
+                         check=True).stdout
     assert "tune" in out and "families" in out
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                             check=True).stdout
+    assert version.strip() == f"fer-lab {metadata.version('fer-lab')}"
+
+
+def test_every_option_says_its_default():
+    for command in ("tune", "compare", "predict", "report", "bench"):
+        sub = next(a for a in cli.parser()._actions if a.dest == "command").choices[command]
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                text = sub.formatter_class(command)._get_help_string(action)
+                assert text and "default" in text, (command, action.option_strings)
+
+
+def test_the_main_job_has_one_default_budget_everywhere():
+    mlproject = yaml.safe_load((Path(__file__).parents[1] / "MLproject").read_text())
+    compare = next(a for a in cli.parser()._actions if a.dest == "command").choices["compare"]
+    budget = next(a for a in compare._actions if a.dest == "budget").default
+    assert mlproject["entry_points"]["main"]["parameters"]["budget"]["default"] == budget
+    assert inspect.signature(fer_compare).parameters["budget"].default == budget
 
 
 def test_unknown_family_fails_before_any_work(tmp_path, capsys):
     assert cli.main(["tune", "no-such", "--storage", f"sqlite:///{tmp_path}/o.db"]) == 1
-    assert "no config for family 'no-such'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown family 'no-such'; known: cnn, forest, knn, logreg, svm, tree" in err
     assert not (tmp_path / "o.db").exists()
 
 
@@ -100,3 +126,57 @@ def test_bench_measures_every_setting_and_the_training_path(tmp_path, monkeypatc
     assert json.loads((tmp_path / "hardware.json").read_text())["decisions"]
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
     hardware._decide.cache_clear()
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("foo://bar", "no database driver for 'foo'"),
+    ("optuna.db", "'optuna.db' is not a storage URL; give one of sqlite:///optuna.db"),
+    ("postgresql://fer:secret@127.0.0.1:9/optuna", "cannot open the Optuna storage at "
+                                                   "127.0.0.1:9 (database optuna)"),
+    ("journal:///no/such/folder/optuna.journal", "no folder /no/such/folder for the journal"),
+])
+def test_a_bad_storage_is_one_line_that_says_what_to_give(storage, message, tmp_path,
+                                                          monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["tune", "tree", "--trials", "1", "--storage", storage]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "secret" not in err
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_join_on_sqlite_is_refused_like_workers(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["tune", "tree", "--join", "--storage", f"sqlite:///{tmp_path}/o.db"]) == 1
+    assert "SQLite takes one writer at a time, so a worker joining" in capsys.readouterr().err
+
+
+def test_mlflow_environment_has_the_packages_dependencies():
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((root / "python_env.yaml").read_text())
+    assert "torch==2.13.0" in env["dependencies"]
+    assert set(env["dependencies"]) - {"torch==2.13.0"} == set(declared) - {"torch>=2.3"}
+    mlproject = yaml.safe_load((root / "MLproject").read_text())
+    assert mlproject["python_env"] == "python_env.yaml"
+    # the checkout's code runs, not a copy installed in the environment's first build
+    assert all(e["command"].startswith("python -m fer_lab.cli ")
+               for e in mlproject["entry_points"].values())
+
+
+def test_the_family_configs_ship_inside_the_package(tmp_path):
+    """A non-editable install (pip install ., pip install git+URL) finds every config."""
+    import shutil
+    import zipfile
+
+    root, source = Path(__file__).parents[1], tmp_path / "source"  # built away from the tree
+    shutil.copytree(root / "fer_lab", source / "fer_lab",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(source)], check=True, capture_output=True)
+    wheel, = tmp_path.glob("fer_lab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"fer_lab/configs/{family}.yaml" for family in families()} <= names

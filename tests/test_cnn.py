@@ -222,7 +222,7 @@ def test_a_diverging_fit_fails_loudly_instead_of_training_on_nan(splits):
 
 
 @pytest.mark.parametrize("arch", list(nets.ARCHITECTURES))
-def test_every_architecture_runs_a_pruned_study_tracked_in_mlflow(arch, tracking, tmp_path):
+def test_every_architecture_runs_a_study_tracked_in_mlflow(arch, tracking, tmp_path):
     import dataclasses
 
     import mlflow
@@ -244,9 +244,10 @@ def test_every_architecture_runs_a_pruned_study_tracked_in_mlflow(arch, tracking
     runs = mlflow.search_runs(experiment_names=[tmp_path.name], output_format="list")
     trials = {r.data.tags["fer.trial"]: r for r in runs if r.data.tags["fer.role"] == "trial"}
     assert len(study.trials) == 2 and set(trials) == {"0", "1"}
-    for trial in study.trials:  # pruned trials show as pruned, with their epochs so far
+    for trial in study.trials:  # a pruned trial shows as pruned, with its epochs so far
         run = trials[str(trial.number)]
-        assert run.data.tags["fer.trial_state"] == trial.state.name.replace("FAIL", "FAILED")
+        assert trial.state.name in ("COMPLETE", "PRUNED")  # no architecture fails
+        assert run.data.tags["fer.trial_state"] == trial.state.name
         assert run.data.params["arch"] == arch
         # the machine and the settings it resolved are on every trial
         assert run.data.tags["fer.isa"] == machine.isa()

@@ -13,6 +13,7 @@ import mlflow
 import pytest
 from conftest import mlflow_server
 
+from fer_lab import machine
 from fer_lab.data import EMOTIONS
 from fer_lab.models import families
 from fer_lab.report import SCORE_COLUMNS, SEED_FIGURES
@@ -107,14 +108,20 @@ def test_report_names_every_family_and_metric(main_run):
     tmp = main_run[0]
     html = (tmp / "report" / "report.html").read_text()
     markdown = (tmp / "report" / "report.md").read_text()
+    # a row of its own per family (the reference rows name families too: not enough)
+    rows = [line.split(" | ") for line in markdown.splitlines() if line.startswith("| ")]
+    assert {row[0].removeprefix("| ") for row in rows} >= set(families())
+    for family in families():
+        assert f"<td>{family}</td>" in html
+    machine_column = rows[0].index("machine")
+    assert all(machine.isa() in row[machine_column]
+               for row in rows if row[0].removeprefix("| ") in families())
     for text in (html, markdown):
-        for family in families():
-            assert family in text
         for heading, _ in SCORE_COLUMNS:
             assert heading in text
         for emotion in EMOTIONS:
             assert f"F1 {emotion}" in text
-        for column in ("trials (complete/pruned/failed)", "search s", "refit s",
+        for column in ("trials (complete/pruned/failed)", "search s", "refit s", "machine",
                        "best parameters"):
             assert column in text
         for family, accuracy in SEED_FIGURES.items():

@@ -86,6 +86,19 @@ def postgres():
     admin.dispose()
 
 
+def test_workers_opening_a_fresh_postgresql_at_once_all_get_the_storage(postgres):
+    """A cluster's job array starts workers at the same moment on an empty database: they
+    race to create Optuna's schema, and none may crash for it."""
+    optuna_db, _ = postgres
+    code = ("import sys; from fer_lab import parallel; "
+            "parallel.storage(sys.argv[1]); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, optuna_db], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
 def test_three_workers_on_postgresql_run_exactly_the_trials_asked(postgres, tmp_path):
     """The team set-up: Optuna on PostgreSQL, an MLflow server on PostgreSQL, 3 workers."""
     optuna_db, mlflow_db = postgres
@@ -124,13 +137,20 @@ def wait_for(condition, timeout: float, what: str):
     return value
 
 
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
-def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_path, stop):
-    experiment = f"crash-{stop.name}"
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, kind", [(signal.SIGKILL, "sqlite"), (signal.SIGINT, "sqlite"),
+                                        (signal.SIGKILL, "journal")])
+def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_path, stop,
+                                                           kind):
+    """SQLite's trials have heartbeats; the journal's have none: there the dead process
+    (its pid and start time, recorded on the trial) is what gives it away."""
+    experiment = f"crash-{stop.name}-{kind}"
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(SLOW_CNN))
+    url = {"sqlite": f"sqlite:///{tmp_path}/optuna.db",
+           "journal": f"journal://{tmp_path}/optuna.journal"}[kind]
     args = ["tune", "cnn", "--data", "synthetic:20", "--config", str(tmp_path / "slow.yaml"),
             "--trials", "3", "--heartbeat", "1", "--study-name", "s", "--experiment",
-            experiment, "--storage", f"sqlite:///{tmp_path}/optuna.db"]
+            experiment, "--storage", url]
     env = {"MLFLOW_TRACKING_URI": fresh_tracking, "FER_LAB_CACHE": str(tmp_path / "cache")}
     worker = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                      stderr=open(tmp_path / "first.log", "w"))
@@ -145,19 +165,20 @@ def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_p
     finally:
         worker.send_signal(stop)
         worker.wait(timeout=60)
-    storage = f"sqlite:///{tmp_path}/optuna.db"
+    storage = parallel.storage(url)
     hit = {t.number for t in optuna.load_study(study_name="s", storage=storage).trials
            if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL)}
     assert hit, "the stop hit no trial"
     before = {r.info.run_id: r for r in trial_runs(experiment)}
     completed_before = {i: r.info.end_time for i, r in before.items()
                         if r.data.tags.get("fer.trial_state") == "COMPLETE"}
-    time.sleep(parallel.GRACE_FACTOR * 1 + 1)  # the dead worker's heartbeat goes stale
+    if kind == "sqlite":
+        time.sleep(parallel.GRACE_FACTOR * 1 + 1)  # the dead worker's heartbeat goes stale
     resumed = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                       stderr=open(tmp_path / "second.log", "w"))
     assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
-    study = optuna.load_study(study_name="s", storage=storage)
+    study = optuna.load_study(study_name="s", storage=parallel.storage(url))
     states = {t.number: t.state for t in study.trials}
     assert len(states) == 3 and all(s.is_finished() for s in states.values())
     assert all(states[n] == optuna.trial.TrialState.FAIL for n in hit)
@@ -220,3 +241,47 @@ def test_devices_are_refused_for_families_without_lightning(tmp_path, capsys):
     assert cli.main(["tune", "svm", "--devices", "2", "--storage",
                      f"sqlite:///{tmp_path}/o.db"]) == 1
     assert "apply to families trained with Lightning" in capsys.readouterr().err
+
+
+def test_ddp_ranks_keep_the_time_budget_and_stop_together():
+    from fer_lab.data import load, split
+    from fer_lab.models import create
+
+    splits = split(load("synthetic:10"), val_fraction=0.2, seed=0)
+    model = create("cnn", arch="seed_cnn", width=8, epochs=500, batch_size=8, tta="none",
+                   mixed_precision="fp32", channels_last=False, max_minutes=0.03, devices=2,
+                   strategy="ddp")
+    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    # stopped on time (not after 500 epochs), the schedule annealed to its end
+    assert 1 <= len(model.history_) < 500
+    assert model.history_[-1]["lr"] == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_identical_commands_started_at_once_get_exactly_one_lead(kind, fresh_tracking,
+                                                                  tmp_path, request):
+    """As a cluster's job array starts them: no crash, exactly the trials asked, and one
+    process refits and registers while the others join without being told to."""
+    if kind == "postgresql":
+        url = request.getfixturevalue("postgres")[0]
+    else:
+        url = f"journal://{tmp_path}/optuna.journal"
+    args = ["tune", "tree", "--data", "synthetic:20", "--trials", "12", "--study-name", "par",
+            "--experiment", "par", "--storage", url]
+    env = {"MLFLOW_TRACKING_URI": fresh_tracking, "FER_LAB_CACHE": str(tmp_path / "cache")}
+    procs = [fer_lab(args, env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+        assert "Traceback" not in err
+    leads = [out for out, _ in outputs if "test_all_accuracy" in out]
+    assert len(leads) == 1  # the others say they joined
+    assert sum("joined the study's live lead" in out for out, _ in outputs) == 2
+    study = optuna.load_study(study_name="par", storage=parallel.storage(url))
+    assert sorted(t.number for t in study.trials) == list(range(12))
+    runs = mlflow.search_runs(experiment_names=["par"], output_format="list")
+    assert [r.data.tags["fer.role"] for r in runs].count("study") == 1
+    versions = mlflow.MlflowClient().search_model_versions("name = 'fer-tree'")
+    assert len(versions) == 1

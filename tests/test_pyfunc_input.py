@@ -93,6 +93,16 @@ def test_arbitrary_image_cells_never_crash(blob):
         to_pixels(pd.DataFrame({"image": [blob]}))
 
 
+def is_valid_pixels(array: np.ndarray) -> bool:
+    """What the pyfunc promises to take: numbers, (N, 48, 48) or (N, 2304), whole values
+    0..255."""
+    if array.dtype.kind not in "uif" or array.shape[1:] not in ((48, 48), (N,)):
+        return False
+    values = array.astype(np.float64)
+    return bool(np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 255))
+                and np.all(values == np.round(values)))
+
+
 @SETTINGS
 @given(array=hnp.arrays(
     dtype=st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
@@ -104,6 +114,7 @@ def test_arrays_convert_or_explain(array):
         pixels = to_pixels(array)
     except InputError as err:
         assert str(err)
+        assert not is_valid_pixels(array), f"valid pixels refused: {err}"
         return
     assert pixels.dtype == np.uint8 and pixels.shape == (len(array), N)
     assert array.dtype.kind in "uif"

@@ -150,3 +150,38 @@ def test_tta_param_is_refused_for_models_without_it(by_name, splits):
     assert len(by_name.predict(splits.val.X[:2], params={"tta": "model"})) == 2
     with pytest.raises(pyfunc.InputError, match="tta applies to models with test-time"):
         by_name.predict(splits.val.X[:2], params={"tta": "none"})
+
+
+def test_a_registry_outage_fails_the_registration_and_leaves_the_champion(
+        fresh_tracking, estimator, splits, monkeypatch):
+    first = register(estimator, splits, "knn", 0.5)
+
+    def outage(self, name, alias):
+        raise mlflow.exceptions.MlflowException("API request failed: connection refused",
+                                                error_code="TEMPORARILY_UNAVAILABLE")
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", outage)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="connection refused"):
+        register(estimator, splits, "knn", 0.1)  # worse: must not be crowned by the outage
+    monkeypatch.undo()
+    assert champion("fer-knn") == first.version
+
+
+def test_only_a_missing_model_or_alias_means_no_champion(fresh_tracking):
+    client = MlflowClient()
+    assert registry.champion_version(client, "fer-nothing") is None  # no such model
+    client.create_registered_model("fer-empty")
+    assert registry.champion_version(client, "fer-empty") is None  # no alias yet
+
+
+def test_loading_a_model_that_is_not_there_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(LookupError, match=r"no tracking store at sqlite:///mlflow.db.*mlflow run"):
+        registry.load_model("models:/fer-emotion@champion")
+    assert not (tmp_path / "mlflow.db").exists()  # nothing half-made left behind
+    store = f"sqlite:///{tmp_path}/other.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    MlflowClient(store).search_experiments()  # an existing, empty store
+    with pytest.raises(LookupError, match=f"not found in {store}.*fer-lab tune"):
+        registry.load_model("models:/fer-emotion@champion")

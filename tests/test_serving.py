@@ -84,9 +84,32 @@ def test_predict_explains_bad_input(champion, tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     assert cli.main(["predict", str(bad)]) == 1
-    assert "broken.png: cannot decode the image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.png: cannot decode the image: not in a format" in err
+    assert "BytesIO" not in err and "Traceback" not in err
     assert cli.main(["predict", str(tmp_path / "missing")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_predict_reads_the_icml_csv_that_data_check_accepts(champion, tmp_path, capsys):
+    csv = tmp_path / "icml_face_data.csv"  # Kaggle's other layout: spaces after the commas
+    csv.write_text("emotion, Usage, pixels\n" + "".join(
+        f"0,PrivateTest,{p}\n" for p in pyfunc.pixel_strings(champion.X[:2])))
+    assert cli.main(["predict", str(csv)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+def test_predict_says_which_photo_has_no_face(champion, tmp_path, capsys):
+    from skimage import data as skimage_data
+
+    photo, empty = tmp_path / "astronaut.jpg", tmp_path / "wall.png"
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    Image.fromarray(np.full((240, 320), 128, np.uint8)).save(empty)
+    assert cli.main(["predict", "--detect-faces", str(photo), str(empty)]) == 0
+    out, err = capsys.readouterr()
+    assert f"{empty}: no face found" in err and str(photo) in out and str(empty) not in out
+    assert cli.main(["predict", "--detect-faces", str(empty)]) == 1
+    assert "no face to classify" in capsys.readouterr().err
 
 
 def post(url: str, payload) -> tuple[int, dict]:

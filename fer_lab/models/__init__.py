@@ -1,7 +1,7 @@
 """The registry of model families (timm's ``@register_model`` pattern).
 
 A family is one module in this package that decorates an estimator class with
-``@register("name")`` plus ``configs/<name>.yaml`` with its defaults and search space.
+``@register("name")`` plus ``fer_lab/configs/<name>.yaml`` with its defaults and search space.
 """
 
 from __future__ import annotations

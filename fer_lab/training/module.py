@@ -57,6 +57,7 @@ class FerModule(L.LightningModule):
         self.max_minutes = max_minutes
         self.train_sides = tuple(train_sides)
         self._started: float | None = None
+        self._time_used = 0.0  # fraction of max_minutes, read once per step
         self._planned_steps = 1
         self.val_accuracy = MulticlassAccuracy(N_CLASSES, average="micro")
         self.val_macro_f1 = MulticlassF1Score(N_CLASSES, average="macro")
@@ -125,6 +126,16 @@ class FerModule(L.LightningModule):
     def on_train_start(self) -> None:
         self._started = time.perf_counter()
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.max_minutes is None or self._started is None:
+            return
+        used = (time.perf_counter() - self._started) / (60 * self.max_minutes)
+        if self.trainer.world_size > 1:
+            # DDP ranks must follow one schedule and stop on the same step: rank zero's
+            # clock decides for all of them.
+            used = float(self.trainer.strategy.broadcast(used, src=0))
+        self._time_used = used
+
     def train_side(self, step: int) -> int:
         """The side of this step's training images: ``train_sides`` take equal shares of
         the progress in turn (progressive resizing: small, cheap images first)."""
@@ -134,11 +145,7 @@ class FerModule(L.LightningModule):
     def progress(self, step: int) -> float:
         """Training progress in [0, 1]: the fraction of steps done or, with ``max_minutes``,
         of the time used, whichever is larger."""
-        fraction = step / self._planned_steps
-        if self.max_minutes is not None and self._started is not None:
-            used = (time.perf_counter() - self._started) / (60 * self.max_minutes)
-            fraction = max(fraction, used)
-        return min(fraction, 1.0)
+        return min(max(step / self._planned_steps, self._time_used), 1.0)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.progress(self.trainer.global_step) >= 1.0:

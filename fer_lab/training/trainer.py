@@ -36,8 +36,8 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
         strategy: ``auto``, or ``ddp`` (data-parallel; the default when ``devices`` > 1).
             DDP ranks are spawned processes that each train on a shard of every epoch;
             only this process logs, and ``report`` gets the epochs after the fit, so
-            pruning waits for its end. Ranks must stop on the same step, so the module's
-            ``max_minutes`` does not apply under DDP.
+            pruning waits for its end. The module's ``max_minutes`` holds too: rank
+            zero's clock sets every rank's schedule and stop.
         report: called with the epoch's metrics after each validation.
 
     Returns:
@@ -60,7 +60,6 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
         if distributed:
             from lightning.pytorch.strategies import DDPStrategy
 
-            module.max_minutes = None
             strategy_used = DDPStrategy(start_method="spawn")
         trainer = L.Trainer(
             accelerator="auto", devices=devices, strategy=strategy_used,
