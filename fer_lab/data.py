@@ -1,7 +1,10 @@
-"""FER2013 loading: Kaggle CSV (plain or gzip), image folders, or generated faces.
+"""FER2013 loading: Kaggle CSV (plain or gzip), image folders, the archives Kaggle hands out
+(zip, tar.gz; see ``fer_lab.archives``), or generated faces.
 
 A source is parsed once and cached as arrays keyed by its content digest (nanoGPT's
 ``prepare.py`` idea), so every later load of the same bytes reads arrays instead of parsing text.
+The data inside an archive gets the digest its extracted file would have, so an archive and
+what it holds share one cache entry.
 """
 
 from __future__ import annotations
@@ -9,16 +12,20 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import io
 import os
 import re
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+
+from fer_lab import archives
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 USAGES = ("Training", "PublicTest", "PrivateTest", "Test")
@@ -33,6 +40,15 @@ _FOLDER_NAMES = {
     "angry": 0, "disgusted": 1, "fearful": 2, "surprised": 5,
 }
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+_USE_INSTEAD = "use fer2013.csv (inside fer2013.tar.gz) or icml_face_data.csv"
+# Kaggle's download has files with some of FER2013's columns: what such a file holds.
+_KAGGLE_PARTS = {("Usage",): "the training part only, like Kaggle's train.csv",
+                 ("emotion", "Usage"): "unlabelled test images only, like Kaggle's test.csv"}
+# A cache entry naming the digest of the data inside an archive, so a later load of the same
+# archive finds its arrays without unpacking it. Bump if archives.search picks differently.
+_ARCHIVE_ALIAS = ".archive1"
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # images, labels, usage
 
 
 class DataError(ValueError):
@@ -116,8 +132,9 @@ def load(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) 
 
     Args:
         source: ``synthetic`` (or ``synthetic:N`` for N images per class), a Kaggle
-            ``fer2013.csv`` / ``.csv.gz``, or a folder with ``train/<emotion>/*`` and
-            ``test/<emotion>/*`` images.
+            ``fer2013.csv`` / ``.csv.gz`` (or ``icml_face_data.csv``), a folder with
+            ``train/<emotion>/*`` and ``test/<emotion>/*`` images, or a zip / tar(.gz) holding
+            either, such as the competition's zip or its ``fer2013.tar.gz``.
         cache_dir: where parsed arrays are kept; default ``$FER_LAB_CACHE`` or
             ``~/.cache/fer-lab``.
 
@@ -135,21 +152,15 @@ def load(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) 
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    cache = Path(cache_dir or default_cache_dir())
+    if path.is_file() and _is_archive(path):
+        return _load_archive(path, source, cache)
     digest = _digest(path)
-    cached = Path(cache_dir or default_cache_dir()) / f"{digest}.npz"
-    if cached.exists():
-        try:
-            with np.load(cached) as arrays:
-                return FerData(arrays["images"], arrays["labels"], arrays["usage"], digest,
-                               source)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            cached.unlink(missing_ok=True)  # damaged (e.g. a disk filled up): parse again
-    if path.is_dir():
-        images, labels, usage = _read_folder(path)
-    else:
-        images, labels, usage = _read_csv(path)
-    _save_atomic(cached, images=images, labels=labels, usage=usage)
-    return FerData(images, labels, usage, digest, source)
+    arrays = _cached(cache, digest)
+    if arrays is None:
+        arrays = _read_folder(path) if path.is_dir() else _read_csv(path)
+        _save(cache, digest, arrays)
+    return FerData(*arrays, digest, source)
 
 
 def split(data: FerData, val_fraction: float = 0.1, seed: int = 0) -> Splits:
@@ -176,6 +187,70 @@ def split(data: FerData, val_fraction: float = 0.1, seed: int = 0) -> Splits:
                   part(other))
 
 
+def _is_archive(path: Path) -> bool:
+    try:
+        return archives.kind(path) is not None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err})") from err
+
+
+def _load_archive(path: Path, source: str, cache: Path) -> FerData:
+    """Loads the FER2013 CSV or image folder inside a zip or tar, cached under the digest the
+    extracted CSV or folder has."""
+    alias = cache / f"{_digest(path)}{_ARCHIVE_ALIAS}"
+    if alias.exists():  # unpacked before: the arrays may be cached
+        digest = alias.read_text().strip()
+        arrays = _cached(cache, digest)
+        if arrays is not None:
+            return FerData(*arrays, digest, source)
+    try:
+        found = archives.search(path, _archive_note)
+    except archives.READ_ERRORS as err:
+        raise DataError(f"{path}: cannot be read ({err})") from err
+    if found.csv is not None:
+        digest = _digest_bytes(found.csv)
+    elif found.folder:
+        digest = _digest_files(found.folder)
+    else:
+        raise DataError(f"{path}: no FER2013 data inside; it holds {_listing(found.listing)}; "
+                        f"{_USE_INSTEAD}, or an image folder with train/<emotion>/ and "
+                        f"test/<emotion>/")
+    arrays = _cached(cache, digest)
+    if arrays is None:
+        if found.csv is not None:
+            arrays = _parse_csv(found.csv_name, _gunzip(found.csv_name, found.csv))
+        else:
+            arrays = _read_images(found.folder_name, _folder_tree(found.folder))
+        _save(cache, digest, arrays)
+    _write_atomic(alias, lambda fh: fh.write(digest.encode()))
+    return FerData(*arrays, digest, source)
+
+
+def _listing(items: list[str], most: int = 10) -> str:
+    """Items for a one-line message: the first ``most``, then how many more."""
+    if not items:
+        return "no files"
+    more = [f"{len(items) - most} more"] if len(items) > most else []
+    return "; ".join(items[:most] + more)
+
+
+def _cached(cache: Path, digest: str) -> Arrays | None:
+    """The arrays cached under ``digest``, or None."""
+    cached = cache / f"{digest}.npz"
+    if cached.exists():
+        try:
+            with np.load(cached) as arrays:
+                return arrays["images"], arrays["labels"], arrays["usage"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            cached.unlink(missing_ok=True)  # damaged (e.g. a disk filled up): parse again
+    return None
+
+
+def _save(cache: Path, digest: str, arrays: Arrays) -> None:
+    images, labels, usage = arrays
+    _save_atomic(cache / f"{digest}.npz", images=images, labels=labels, usage=usage)
+
+
 def _digest(path: Path) -> str:
     """sha256 of the file's bytes (or of a folder's names and bytes), plus the cache version."""
     h = hashlib.sha256(CACHE_VERSION.encode())
@@ -189,13 +264,34 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _digest_bytes(raw: bytes) -> str:
+    """What :func:`_digest` gives for a file holding ``raw``."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    h.update(raw)  # not version + raw: that would copy a 300 MB CSV
+    return h.hexdigest()[:16]
+
+
+def _digest_files(files: dict[str, bytes]) -> str:
+    """What :func:`_digest` gives for a folder holding ``files`` (by ``/``-separated path)."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    for name in sorted(files, key=lambda name: name.split("/")):  # Path order: by parts
+        h.update(str(Path(*name.split("/"))).encode())
+        h.update(files[name])
+    return h.hexdigest()[:16]
+
+
 def _save_atomic(target: Path, **arrays: np.ndarray) -> None:
+    """Writes arrays to ``target`` without ever leaving a half-written file."""
+    _write_atomic(target, lambda fh: np.savez(fh, **arrays))
+
+
+def _write_atomic(target: Path, write: Callable) -> None:
     """Writes to a temporary file in the same folder, then renames: no half-written cache."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            write(fh)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared cache must be readable
         os.replace(tmp, target)
     except BaseException:
@@ -207,27 +303,80 @@ def _read_bytes(path: Path) -> bytes:
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as err:
+    except OSError as err:
         raise DataError(f"{path}: cannot be read ({err})") from err
-    return raw
+    return _gunzip(path, raw)
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parses Kaggle's layout; vectorised, with a row-by-row diagnosis only on failure."""
-    lines = _read_bytes(path).replace(b"\r\n", b"\n").split(b"\n")
+def _gunzip(name: str | Path, raw: bytes) -> bytes:
+    """``raw`` decompressed when it is gzip'd (told by its first bytes, not its name)."""
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{name}: cannot be read ({err})") from err
+
+
+def _read_csv(path: Path) -> Arrays:
+    """Reads and parses a CSV file (plain or gzip'd)."""
+    return _parse_csv(path, _read_bytes(path))
+
+
+def _columns(line: bytes) -> list[str] | None:
+    """The column names in a CSV's first line; None when the line is not text."""
+    line = line.removeprefix(codecs.BOM_UTF8)  # spreadsheet programs write one
+    text = line.decode("utf-8", "replace")
+    columns = [c.strip().strip('"') for c in text.split(",")]
+    if (b"\x00" in line or "\ufffd" in text) and not set(COLUMNS) & set(columns):
+        return None
+    return columns
+
+
+def _archive_note(line: bytes) -> str | None:
+    """What an archive member is, from its first line; None for a FER2013 CSV."""
+    columns = _columns(line)
+    if columns is None:
+        return "not a CSV"
+    missing = tuple(c for c in COLUMNS if c not in columns)
+    if not missing:
+        return None
+    if missing in _KAGGLE_PARTS:
+        return f"no {' or '.join(missing)} column: {_KAGGLE_PARTS[missing]}"
+    return f"missing column(s) {list(missing)}"
+
+
+def _check_header(name: str | Path, line: bytes) -> list[str]:
+    """The column names of a FER2013 CSV's first line; else DataError saying what the file
+    is and which to use instead."""
+    columns = _columns(line)
+    if columns is None:
+        raise DataError(f"{name}: not a CSV file (nor a zip or tar); expected FER2013's CSV "
+                        f"(emotion, pixels, Usage), an archive holding it, or an image folder")
+    missing = tuple(c for c in COLUMNS if c not in columns)
+    if missing in _KAGGLE_PARTS:
+        raise DataError(f"{name}, line 1: missing column(s) {list(missing)}, so it holds "
+                        f"{_KAGGLE_PARTS[missing]}; {_USE_INSTEAD}, which hold all three parts")
+    if missing:
+        shown = str(columns) if len(str(columns)) <= 200 else str(columns)[:200] + "..."
+        raise DataError(f"{name}, line 1: missing column(s) {list(missing)}; the header is "
+                        f"{shown}, expected {list(COLUMNS)}")
+    return columns
+
+
+def _parse_csv(path: str | Path, raw: bytes) -> Arrays:
+    """Parses Kaggle's layout; vectorised, with a row-by-row diagnosis only on failure.
+
+    Args:
+        path: the file (or archive member), for messages.
+        raw: its bytes, decompressed.
+    """
+    lines = raw.replace(b"\r\n", b"\n").split(b"\n")
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         raise DataError(f"{path}: the file is empty")
-    if lines[0].startswith(codecs.BOM_UTF8):  # spreadsheet programs write one
-        lines[0] = lines[0][len(codecs.BOM_UTF8):]
-    header = [c.strip().strip(b'"').decode("utf-8", "replace") for c in lines[0].split(b",")]
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise DataError(f"{path}, line 1: missing column(s) {missing}; the header is {header}, "
-                        f"expected {list(COLUMNS)}")
+    header = _check_header(path, lines[0])
     if len(lines) == 1:
         raise DataError(f"{path}: the file has a header but no rows")
     where = [header.index(c) for c in COLUMNS]
@@ -317,38 +466,70 @@ def _diagnose_pixels(path: Path, pixels: list[bytes], first_line: int) -> None:
     raise AssertionError("the fast parser rejected pixels the diagnosis accepts")
 
 
-def _read_folder(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reads ``train/<emotion>/*`` and ``test/<emotion>/*``.
+# An image folder's files: {"train" or "test": {class folder: [(file name, read its bytes)]}}.
+Tree = dict[str, dict[str, list[tuple[str, Callable[[], bytes]]]]]
 
-    Test images named ``PublicTest_*`` / ``PrivateTest_*`` keep that Usage; others are
-    ``Test`` and count only towards ``test_all``.
-    """
-    from PIL import Image, UnidentifiedImageError
 
-    images, labels, usage = [], [], []
-    for part in ("train", "test"):
+def _read_folder(path: Path) -> Arrays:
+    """Reads ``train/<emotion>/*`` and ``test/<emotion>/*`` from a folder on disk."""
+    tree: Tree = {}
+    for part in archives.FOLDER_PARTS:
         folder = path / part
         if not folder.is_dir():
             raise DataError(f"{path}: no '{part}' folder (expected train/<emotion>/ and "
                             f"test/<emotion>/)")
-        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-            label = _FOLDER_NAMES.get(class_dir.name.lower())
+        tree[part] = {
+            class_dir.name: [(f.name, f.read_bytes) for f in sorted(class_dir.iterdir())
+                             if f.is_file()]
+            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())
+        }
+    return _read_images(str(path), tree)
+
+
+def _folder_tree(files: dict[str, bytes]) -> Tree:
+    """The tree of an image folder's files, given by ``/``-separated path (as in a zip)."""
+    tree: Tree = {part: {} for part in archives.FOLDER_PARTS}
+    for name in sorted(files, key=lambda name: name.split("/")):
+        parts = name.split("/")
+        if len(parts) == 3:  # <part>/<class>/<file>; files elsewhere are skipped, as on disk
+            tree[parts[0]].setdefault(parts[1], []).append(
+                (parts[2], lambda data=files[name]: data))
+    return tree
+
+
+def _read_images(where: str, tree: Tree) -> Arrays:
+    """Decodes an image folder's images to 48x48 grey, labelled by their class folder.
+
+    Test images named ``PublicTest_*`` / ``PrivateTest_*`` keep that Usage; others are
+    ``Test`` and count only towards ``test_all``.
+
+    Args:
+        where: the folder, for messages.
+        tree: its files.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    images, labels, usage = [], [], []
+    for part, classes in tree.items():
+        for class_name, files in classes.items():
+            label = _FOLDER_NAMES.get(class_name.lower())
             if label is None:
-                raise DataError(f"{class_dir}: not an emotion folder; expected one of "
-                                f"{sorted(_FOLDER_NAMES)}")
-            for file in sorted(class_dir.iterdir()):
-                if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                raise DataError(f"{where}/{part}/{class_name}: not an emotion folder; expected "
+                                f"one of {sorted(_FOLDER_NAMES)}")
+            for name, read in files:
+                if Path(name).suffix.lower() not in _IMAGE_SUFFIXES:
                     continue
                 try:
-                    with Image.open(file) as img:
+                    with Image.open(io.BytesIO(read())) as img:
                         grey = img.convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
                 except (OSError, UnidentifiedImageError) as err:
-                    raise DataError(f"{file}: not a readable image ({err})") from err
+                    raise DataError(f"{where}/{part}/{class_name}/{name}: not a readable image "
+                                    f"({err})") from err
                 images.append(np.asarray(grey, dtype=np.uint8))
                 labels.append(label)
-                usage.append(_folder_usage(part, file.name))
+                usage.append(_folder_usage(part, name))
     if not images:
-        raise DataError(f"{path}: no images under train/ and test/")
+        raise DataError(f"{where}: no images under train/ and test/")
     return np.stack(images), np.array(labels, dtype=np.int64), np.array(usage, dtype=np.int8)
 
 

@@ -1,4 +1,5 @@
-"""Tests for ``fer_lab.data``: CSV / gzip / image-folder loading, the cache, and ``split()``.
+"""Tests for ``fer_lab.data``: CSV / gzip / image-folder / archive loading, the cache, and
+``split()``.
 
 Everything runs on tiny generated files in ``tmp_path``; only the ``real_data`` test reads
 the real FER2013 file (and is skipped when it is absent).
@@ -7,8 +8,11 @@ the real FER2013 file (and is skipped when it is absent).
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import re
+import tarfile
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -475,6 +479,251 @@ def test_folder_without_images(tmp_path, cache):
     (root / "test" / "sad").mkdir(parents=True)
     (root / "train" / "happy" / "readme.txt").write_text("no images here")
     assert_data_error(root, cache, r"no images under train/ and test/")
+
+
+# --------------------------------------------------------------------------- Kaggle's downloads
+
+
+def csv_bytes(lines) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def tar_bytes(members: dict[str, bytes], compression: str = "gz") -> bytes:
+    """A tar (gzip'd unless ``compression`` is "") holding ``members`` by name."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=f"w:{compression}") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip holding ``members`` by name, in that order."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buf.getvalue()
+
+
+def icml_lines(lines):
+    """Kaggle's icml_face_data.csv layout of some FER2013 lines: columns emotion, Usage,
+    pixels, with a space after each comma."""
+    out = ["emotion, Usage, pixels"]
+    for line in lines[1:]:
+        label, pixels, usage = line.split(",")
+        out.append(f"{label}, {usage}, {pixels}")
+    return out
+
+
+@pytest.fixture
+def kaggle():
+    """The files of the competition's download, small: fer2013.csv and, with other pixels
+    (to tell which was read), icml_face_data.csv, plus train.csv, test.csv and
+    example_submission.csv; ``images`` are fer2013.csv's."""
+    images, lines = make_rows(LABELS, USAGES_)
+    _, other = make_rows(LABELS, USAGES_, seed=9)
+    n_train = USAGES_.count("Training")
+    files = {
+        "fer2013.csv": csv_bytes(lines),
+        "icml_face_data.csv": csv_bytes(icml_lines(other)),
+        "train.csv": csv_bytes(["emotion,pixels"] + [
+            line.rsplit(",", 1)[0] for line in lines[1:n_train + 1]]),
+        "test.csv": csv_bytes(["pixels"] + [line.split(",")[1] for line in lines[n_train + 1:]]),
+        "example_submission.csv": csv_bytes(["emotion"] + ["0"] * 3),
+    }
+    return files, images
+
+
+def competition_zip(files: dict[str, bytes]) -> bytes:
+    """The competition's zip: fer2013.csv inside fer2013.tar.gz, next to the rest (the
+    icml file first, so the walk meets it before the preferred fer2013.csv)."""
+    return zip_bytes({
+        "example_submission.csv": files["example_submission.csv"],
+        "icml_face_data.csv": files["icml_face_data.csv"],
+        "fer2013.tar.gz": tar_bytes({"fer2013/fer2013.csv": files["fer2013.csv"],
+                                     "fer2013/README": b"FER2013\n"}),
+        "test.csv": files["test.csv"],
+        "train.csv": files["train.csv"],
+    })
+
+
+def test_competition_zip_reads_fer2013_csv_from_the_nested_tar(tmp_path, cache, kaggle):
+    files, images = kaggle
+    path = tmp_path / "challenges-in-representation-learning.zip"
+    path.write_bytes(competition_zip(files))
+    data = load(path, cache_dir=cache)
+    np.testing.assert_array_equal(data.images, images)  # fer2013.csv's, not icml's
+    np.testing.assert_array_equal(data.labels, LABELS)
+    assert [USAGES[u] for u in data.usage] == USAGES_
+    assert data.source == str(path)
+    extracted = write_lines(tmp_path / "fer2013.csv", files["fer2013.csv"].decode().splitlines())
+    assert load(extracted, cache_dir=cache).digest == data.digest
+    assert len(npz_files(cache)) == 1
+
+
+@pytest.mark.parametrize("name, compression",
+                         [("fer2013.tar.gz", "gz"), ("fer2013.tgz", "gz"), ("fer2013.tar", "")])
+def test_bare_tar(tmp_path, cache, kaggle, name, compression):
+    files, images = kaggle
+    path = tmp_path / name
+    path.write_bytes(tar_bytes({"fer2013/fer2013.csv": files["fer2013.csv"]}, compression))
+    data = load(path, cache_dir=cache)
+    np.testing.assert_array_equal(data.images, images)
+    extracted = tmp_path / "fer2013.csv"
+    extracted.write_bytes(files["fer2013.csv"])
+    assert data.digest == data_mod._digest(extracted)
+
+
+def test_archive_and_extracted_csv_share_one_cache_entry(tmp_path, cache, kaggle, monkeypatch):
+    files, images = kaggle
+    archive = tmp_path / "fer2013.tar.gz"
+    archive.write_bytes(tar_bytes({"fer2013/fer2013.csv": files["fer2013.csv"]}))
+    extracted = tmp_path / "fer2013.csv"
+    extracted.write_bytes(files["fer2013.csv"])
+    first = load(archive, cache_dir=cache)
+    (npz,) = npz_files(cache)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed again instead of reading the cache")
+
+    monkeypatch.setattr(data_mod, "_parse_csv", no_parsing)
+    again = load(extracted, cache_dir=cache)
+    assert again.digest == first.digest == npz.stem
+    np.testing.assert_array_equal(again.images, images)
+    # A second load of the archive does not even unpack it.
+    monkeypatch.setattr(data_mod.archives, "search", no_parsing)
+    assert load(archive, cache_dir=cache).digest == first.digest
+    assert npz_files(cache) == [npz]
+
+
+def test_gzipped_csv_in_a_zip_has_the_gz_files_digest(tmp_path, cache, kaggle):
+    files, images = kaggle
+    gz = tmp_path / "fer2013.csv.gz"
+    gz.write_bytes(gzip.compress(files["fer2013.csv"]))
+    archive = tmp_path / "fer2013.zip"
+    archive.write_bytes(zip_bytes({"fer2013.csv.gz": gz.read_bytes()}))
+    data = load(archive, cache_dir=cache)
+    np.testing.assert_array_equal(data.images, images)
+    assert data.digest == load(gz, cache_dir=cache).digest
+
+
+def test_icml_face_data_header_variant(tmp_path, cache):
+    images, lines = make_rows(LABELS, USAGES_)
+    data = load(write_lines(tmp_path / "icml_face_data.csv", icml_lines(lines)), cache_dir=cache)
+    np.testing.assert_array_equal(data.images, images)
+    np.testing.assert_array_equal(data.labels, LABELS)
+    assert [USAGES[u] for u in data.usage] == USAGES_
+
+
+def test_zip_with_only_icml_face_data(tmp_path, cache, kaggle):
+    files, _ = kaggle
+    path = tmp_path / "icml.zip"
+    path.write_bytes(zip_bytes({"train.csv": files["train.csv"],
+                                "icml_face_data.csv": files["icml_face_data.csv"]}))
+    data = load(path, cache_dir=cache)
+    icml = write_lines(tmp_path / "icml_face_data.csv",
+                       files["icml_face_data.csv"].decode().splitlines())
+    assert data.digest == load(icml, cache_dir=cache).digest
+    assert data.counts() == load(icml, cache_dir=cache).counts()
+
+
+def test_kaggle_train_csv_is_refused(tmp_path, cache, kaggle):
+    files, _ = kaggle
+    path = tmp_path / "train.csv"
+    path.write_bytes(files["train.csv"])
+    err = assert_data_error(path, cache, r"line 1: missing column\(s\) \['Usage'\]",
+                            r"training part only", r"use fer2013\.csv \(inside fer2013\.tar\.gz\)"
+                            r" or icml_face_data\.csv")
+    assert "\n" not in str(err)
+
+
+def test_kaggle_test_csv_is_refused(tmp_path, cache, kaggle):
+    files, _ = kaggle
+    path = tmp_path / "test.csv"
+    path.write_bytes(files["test.csv"])
+    err = assert_data_error(path, cache, r"missing column\(s\) \['emotion', 'Usage'\]",
+                            r"unlabelled test images", r"use fer2013\.csv")
+    assert "\n" not in str(err)
+
+
+def test_archive_without_fer2013_lists_what_it_holds(tmp_path, cache, kaggle):
+    files, _ = kaggle
+    path = tmp_path / "parts.zip"
+    path.write_bytes(zip_bytes({"train.csv": files["train.csv"], "test.csv": files["test.csv"],
+                                "example_submission.csv": files["example_submission.csv"],
+                                "notes/photo.png": b"\x89PNG\r\n\x1a\n\x00\x00"}))
+    err = assert_data_error(
+        path, cache, r"no FER2013 data inside",
+        r"train\.csv \(no Usage column: the training part only",
+        r"test\.csv \(no emotion or Usage column: unlabelled test images",
+        r"example_submission\.csv \(missing column\(s\) \['pixels', 'Usage'\]\)",
+        r"notes/photo\.png \(not a CSV\)", r"use fer2013\.csv")
+    assert "\n" not in str(err)
+
+
+def test_tar_of_something_else_says_so_without_dumping_it(tmp_path, cache):
+    path = tmp_path / "fer2013.tar.gz"
+    path.write_bytes(tar_bytes({"fer2013/README.md": b"# FER2013\n" * 300}))
+    err = assert_data_error(path, cache, r"no FER2013 data inside",
+                            r"fer2013/README\.md \(missing column")
+    assert len(str(err)) < 600 and "ustar" not in str(err)
+
+
+def test_empty_zip(tmp_path, cache):
+    path = tmp_path / "empty.zip"
+    path.write_bytes(zip_bytes({}))
+    assert_data_error(path, cache, r"no FER2013 data inside; it holds no files")
+
+
+def test_damaged_archives(tmp_path, cache, kaggle):
+    files, _ = kaggle
+    raw = competition_zip(files)
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(raw[: len(raw) // 2])
+    assert_data_error(cut, cache, r"cannot be read")
+    raw = tar_bytes({"fer2013/fer2013.csv": files["fer2013.csv"]})
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    assert_data_error(cut, cache, r"cannot be read")
+
+
+def test_binary_file_is_not_a_csv(tmp_path, cache):
+    path = tmp_path / "fer2013.7z"
+    path.write_bytes(b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(range(256)) * 8)
+    err = assert_data_error(path, cache, r"not a CSV file")
+    assert len(str(err)) < 400
+
+
+def test_image_folder_zip(folder, tmp_path, cache):
+    root, _ = folder
+    path = tmp_path / "faces.zip"
+    members = {f"faces/{f.relative_to(root).as_posix()}": f.read_bytes()
+               for f in sorted(root.rglob("*")) if f.is_file()}
+    members["__MACOSX/faces/train/angry/._im0.png"] = b"\x00\x05\x16\x07 resource fork"
+    path.write_bytes(zip_bytes(members))
+    from_zip = load(path, cache_dir=cache)
+    from_folder = load(root, cache_dir=tmp_path / "other_cache")  # parsed, not the zip's
+    for name in ("images", "labels", "usage"):
+        np.testing.assert_array_equal(getattr(from_zip, name), getattr(from_folder, name))
+    assert from_zip.digest == from_folder.digest  # the folder holds only train/ and test/
+    assert load(root, cache_dir=cache).digest == from_zip.digest
+    assert len(npz_files(cache)) == 1
+
+
+def test_image_folder_zip_errors_name_the_member(tmp_path, cache):
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(png, format="PNG")
+    path = tmp_path / "faces.zip"
+    path.write_bytes(zip_bytes({"train/happy/a.png": png.getvalue(),
+                                "test/sad/broken.png": b"\x89PNG\r\n\x1a\n not a png"}))
+    assert_data_error(path, cache, rf"{re.escape(str(path))}/test/sad/broken\.png: not a "
+                                   r"readable image")
+    path.write_bytes(zip_bytes({"faces/train/happy/a.png": png.getvalue()}))
+    assert_data_error(path, cache, r"no FER2013 data inside",
+                      r"1 files under train/ or test/ folders, but no folder holding both")
 
 
 # --------------------------------------------------------------------------- bad CSV input
