@@ -9,6 +9,8 @@ against the bare loop with the same augmentation, in the same process (``path_ra
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -56,7 +58,8 @@ def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
         model = create("cnn", **{**params, "epochs": 1, "min_steps": 0, "patience": None,
                                  "max_minutes": None, "tta": "none"})
         started = time.perf_counter()
-        with mlflow.start_run():
+        # Lightning's progress bar writes to stdout, which is the table's (or the JSON's).
+        with mlflow.start_run(), contextlib.redirect_stdout(sys.stderr):
             model.fit(X, y, eval_set=(X_val, y_val),
                       report=lambda metrics: mlflow.log_metrics(dict(metrics), step=0))
         return time.perf_counter() - started

@@ -145,13 +145,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _says_default(text: str) -> bool:
+    return "(default" in text or "; default" in text or text.startswith("default:")
+
+
 class _Help(argparse.HelpFormatter):
     """Help that shows every option's default (unless its text already says it)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) \
-                or action.option_strings == []:
+        if _says_default(text) or action.default is None or action.default is False \
+                or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
         return f"{text} (default: {action.default})" if text else f"default: {action.default}"
 

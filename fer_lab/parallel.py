@@ -103,12 +103,12 @@ def _check_database_url(url: str) -> None:
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    if "://" not in url:
+        raise StorageError(f"--storage {url!r} is not a storage URL; give one of "
+                           f"{STORAGE_FORMS}")
     try:
         sqlalchemy.engine.make_url(url).get_dialect()
-    except ArgumentError:
-        raise StorageError(f"--storage {url!r} is not a storage URL; give one of "
-                           f"{STORAGE_FORMS}") from None
-    except NoSuchModuleError:
+    except (ArgumentError, NoSuchModuleError):
         raise StorageError(f"--storage {url!r}: no database driver for "
                            f"{url.partition(':')[0]!r}; give one of {STORAGE_FORMS}") from None
 

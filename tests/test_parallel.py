@@ -44,6 +44,7 @@ def test_sqlite_refuses_parallel_workers_with_a_clear_message(tmp_path, capsys):
     assert "SQLite takes one writer at a time" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_workers_on_a_journal_split_the_trials_exactly(tracking, tmp_path):
     from fer_lab.config import TuneConfig, load_family
 
@@ -215,6 +216,7 @@ def test_same_seed_same_data_same_command_same_trials(tracking, tmp_path):
     assert Path(tmp_path / "a.db").exists()
 
 
+@pytest.mark.slow
 def test_ddp_study_on_two_cpu_processes_logs_from_rank_zero_only(fresh_tracking, tmp_path):
     tiny = {"params": {"width": 8, "epochs": 2, "min_steps": 0, "batch_size": 16, "tta": "none",
                        "mixed_precision": "fp32", "channels_last": False, "arch": "seed_cnn",
@@ -267,7 +269,7 @@ def test_identical_commands_started_at_once_get_exactly_one_lead(kind, fresh_tra
         url = request.getfixturevalue("postgres")[0]
     else:
         url = f"journal://{tmp_path}/optuna.journal"
-    args = ["tune", "tree", "--data", "synthetic:20", "--trials", "12", "--study-name", "par",
+    args = ["tune", "tree", "--data", "synthetic:20", "--trials", "6", "--study-name", "par",
             "--experiment", "par", "--storage", url]
     env = {"MLFLOW_TRACKING_URI": fresh_tracking, "FER_LAB_CACHE": str(tmp_path / "cache")}
     procs = [fer_lab(args, env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -280,7 +282,7 @@ def test_identical_commands_started_at_once_get_exactly_one_lead(kind, fresh_tra
     assert len(leads) == 1  # the others say they joined
     assert sum("joined the study's live lead" in out for out, _ in outputs) == 2
     study = optuna.load_study(study_name="par", storage=parallel.storage(url))
-    assert sorted(t.number for t in study.trials) == list(range(12))
+    assert sorted(t.number for t in study.trials) == list(range(6))
     runs = mlflow.search_runs(experiment_names=["par"], output_format="list")
     assert [r.data.tags["fer.role"] for r in runs].count("study") == 1
     versions = mlflow.MlflowClient().search_model_versions("name = 'fer-tree'")

@@ -39,7 +39,8 @@ def runs_of(experiment: str):
     return mlflow.search_runs(experiment_names=[experiment], output_format="list")
 
 
-@pytest.mark.parametrize("family", families())
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow)
+                                    if f in ("cnn", "logreg") else f for f in families()])
 def test_study_is_tracked(family, tracking, tmp_path, dataset):
     config = quick_config(family, tmp_path)
     metrics = tune(config, dataset, progress=False)
@@ -84,6 +85,7 @@ def test_study_is_tracked(family, tracking, tmp_path, dataset):
     assert list(out.columns[:2]) == ["emotion", "emotion_id"] and len(out) == 3
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_requested_trials(tracking, tmp_path, dataset):
     config = quick_config("tree", tmp_path)
     tune(config, dataset, progress=False)
@@ -96,6 +98,7 @@ def test_resume_reaches_the_requested_trials(tracking, tmp_path, dataset):
     assert len(trial_runs) == 3
 
 
+@pytest.mark.slow
 def test_default_study_name_keeps_data_sets_apart(tracking, tmp_path, dataset):
     config = dataclasses.replace(quick_config("tree", tmp_path), study_name=None)
     other = load("synthetic:21")
@@ -110,6 +113,7 @@ def test_default_study_name_keeps_data_sets_apart(tracking, tmp_path, dataset):
         tune(mixed, other, progress=False)
 
 
+@pytest.mark.slow
 def test_pruning_stops_weak_trials_early(tracking, tmp_path, dataset):
     config = quick_config("knn", tmp_path, trials=8, startup_trials=1)
     tune(config, dataset, progress=False)
