@@ -37,8 +37,9 @@ def forward_flops(arch: str, width: int) -> int:
 def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
     """Training images/s through ``CNNClassifier.fit`` inside an MLflow run that receives
     the per-epoch metrics, as a study's trial does: the time of a (warmup + steps)-step
-    fit minus that of a warmup-step fit, so set-up, the first slow oneDNN calls and the
-    one validation pass (over a single image) cancel out."""
+    fit minus that of a warmup-step fit, so set-up and the one validation pass (over a
+    single image) cancel out. An untimed fit comes first: one-time costs (lazy imports,
+    oneDNN's first calls at each shape) would otherwise land on one side only."""
     import mlflow
 
     from fer_lab import nets
@@ -68,6 +69,7 @@ def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         try:
+            fit_seconds(warmup)
             return batch * steps / (fit_seconds(warmup + steps) - fit_seconds(warmup))
         finally:
             mlflow.set_tracking_uri(previous)

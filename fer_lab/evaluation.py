@@ -21,6 +21,7 @@ from sklearn.metrics import (  # noqa: E402
 from fer_lab.data import EMOTIONS  # noqa: E402
 
 LABELS = list(range(len(EMOTIONS)))
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -29,6 +30,52 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
                                                  zero_division=0)
     return {"accuracy": float(accuracy_score(y_true, y_pred)), "macro_precision": float(p),
             "macro_recall": float(r), "macro_f1": float(f)}
+
+
+def intervals(y_true: np.ndarray, y_pred: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+              seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap intervals of accuracy and macro-F1 over the split's images.
+
+    Each resample draws the images with replacement (seeded: the same interval for the
+    same predictions); macro-F1 comes from each resample's confusion counts.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    n, k = len(y_true), len(LABELS)
+    if n == 0:
+        return {"accuracy": (0.0, 0.0), "macro_f1": (0.0, 0.0)}
+    rng = np.random.default_rng(seed)
+    pairs = y_true * k + y_pred  # one confusion cell per image
+    accuracy, macro_f1 = np.empty(resamples), np.empty(resamples)
+    for i in range(resamples):
+        cells = np.bincount(pairs[rng.integers(0, n, n)], minlength=k * k).reshape(k, k)
+        hit = np.diag(cells).astype(np.float64)
+        accuracy[i] = hit.sum() / n
+        # F1 = 2TP / (2TP + FP + FN) = 2TP / (true count + predicted count); 0 where empty.
+        denominator = cells.sum(0) + cells.sum(1)
+        macro_f1[i] = np.mean(np.divide(2 * hit, denominator, out=np.zeros(k),
+                                        where=denominator > 0))
+    tail = (1 - level) / 2 * 100
+    return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
+            for name, v in (("accuracy", accuracy), ("macro_f1", macro_f1))}
+
+
+def interval_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """``{accuracy,macro_f1}_ci95_{low,high}``, as logged beside a split's scores."""
+    return {f"{measure}_ci95_{side}": bound
+            for measure, bounds in intervals(y_true, y_pred).items()
+            for side, bound in zip(("low", "high"), bounds)}
+
+
+def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> float:
+    """Two-sided p-value of McNemar's exact test that two models, scored on the same images,
+    are equally accurate: a binomial test on the images exactly one of them gets right."""
+    from scipy.stats import binomtest
+
+    right_a, right_b = np.asarray(pred_a) == y_true, np.asarray(pred_b) == y_true
+    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
 def per_class(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -72,3 +119,24 @@ def write_report(y_true: np.ndarray, y_pred: np.ndarray, stem: Path) -> list[Pat
     js.write_text(json.dumps(classification_report(y_true, y_pred, output_dict=True, **kwargs),
                              indent=1))
     return [text, js]
+
+
+def write_predictions(y_true: np.ndarray, proba: np.ndarray, path: Path) -> Path:
+    """Every image's label, prediction and probabilities, in the split's order, as CSV."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"label": np.asarray(y_true), "prediction": proba.argmax(axis=1)})
+    for i, name in enumerate(EMOTIONS):
+        frame[name] = np.round(proba[:, i], 5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, predictions and probabilities from ``write_predictions``' file."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    return (frame["label"].to_numpy(), frame["prediction"].to_numpy(),
+            frame[list(EMOTIONS)].to_numpy())

@@ -25,6 +25,7 @@ from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ParamSchema, ParamSpec
 
+from fer_lab import calibration
 from fer_lab.data import EMOTIONS, N_PIXELS
 
 # MLflow's advice for other kinds of model, printed on every `tune` and `predict`: our
@@ -158,10 +159,13 @@ def predictions_frame(proba: np.ndarray) -> pd.DataFrame:
 
 
 class FerModel(mlflow.pyfunc.PythonModel):
-    """Wraps a fitted estimator of any family; its preprocessing travels inside it."""
+    """Wraps a fitted estimator of any family; its preprocessing travels inside it, and
+    so does the temperature that calibrates its probabilities (``fer_lab.calibration``,
+    fitted on the validation carve; 1 for models logged before calibration)."""
 
-    def __init__(self, estimator):
+    def __init__(self, estimator, temperature: float = 1.0):
         self.estimator = estimator
+        self.temperature = float(temperature)
 
     def load_context(self, context) -> None:
         """On loading, settles how this machine predicts fastest (a CNN measures it once per
@@ -171,13 +175,24 @@ class FerModel(mlflow.pyfunc.PythonModel):
             settle()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        """Predicts; ``params={"tta": "none" | "flip" | "crops"}`` overrides a CNN's
-        test-time augmentation (the fewer views, the faster) for this call."""
+        """Predicts calibrated probabilities. ``params={"calibrated": False}`` gives the
+        estimator's raw ones; ``params={"tta": "none" | "flip" | "crops"}`` overrides a
+        CNN's test-time augmentation (the fewer views, the faster) for this call."""
+        params = params or {}
+        calibrated = params.get("calibrated", True)
+        if not isinstance(calibrated, (bool, np.bool_)):
+            raise InputError(f"params: calibrated must be true or false, not {calibrated!r}")
         pixels = to_pixels(model_input)
         if not len(pixels):
             return predictions_frame(np.empty((0, len(EMOTIONS))))
+        proba = self._estimator(params.get("tta") or MODEL_TTA).predict_proba(pixels)
+        if calibrated:
+            proba = calibration.scale(proba, getattr(self, "temperature", 1.0))
+        return predictions_frame(proba)
+
+    def _estimator(self, tta: str):
+        """The estimator, with a CNN's test-time augmentation overridden unless ``model``."""
         estimator = self.estimator
-        tta = (params or {}).get("tta") or MODEL_TTA
         if tta != MODEL_TTA:
             if not hasattr(estimator, "tta"):
                 raise InputError(f"params: tta applies to models with test-time augmentation "
@@ -186,7 +201,7 @@ class FerModel(mlflow.pyfunc.PythonModel):
                 raise InputError(f"params: tta must be one of {TTA_MODES}, not {tta!r}")
             estimator = copy.copy(estimator)
             estimator.tta = tta  # not set_params: models pickled by older versions lack params
-        return predictions_frame(estimator.predict_proba(pixels))
+        return estimator
 
 
 def pixel_strings(X: np.ndarray) -> list[str]:
@@ -194,9 +209,9 @@ def pixel_strings(X: np.ndarray) -> list[str]:
     return [" ".join(map(str, row)) for row in np.asarray(X).reshape(len(X), -1)]
 
 
-def log_model(estimator, example: np.ndarray) -> str:
-    """Logs a fitted estimator as a pyfunc model with a signature and an input example;
-    returns the model's URI.
+def log_model(estimator, example: np.ndarray, temperature: float = 1.0) -> str:
+    """Logs a fitted estimator, and the temperature that calibrates it, as a pyfunc model
+    with a signature and an input example; returns the model's URI.
 
     The signature declares the output table; its input side is left open on purpose:
     MLflow enforces an input schema before the model sees the data, and a column schema
@@ -204,11 +219,13 @@ def log_model(estimator, example: np.ndarray) -> str:
     of 2,304 unnamed columns. ``to_pixels`` checks every input form instead.
     """
     frame = pd.DataFrame({"pixels": pixel_strings(example)})
-    output = FerModel(estimator).predict(None, frame)
+    model = FerModel(estimator, temperature)
+    output = model.predict(None, frame)
     signature = ModelSignature(inputs=None, outputs=infer_signature(frame, output).outputs,
-                               params=ParamSchema([ParamSpec("tta", "string", MODEL_TTA)]))
+                               params=ParamSchema([ParamSpec("tta", "string", MODEL_TTA),
+                                                   ParamSpec("calibrated", "boolean", True)]))
     with _quiet("mlflow.pyfunc", "mlflow.models.model"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=FerModel(estimator),
+        info = mlflow.pyfunc.log_model(name="model", python_model=model,
                                        signature=signature, input_example=frame)
     return info.model_uri
 

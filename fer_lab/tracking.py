@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from mlflow.entities import RunStatus
 
-from fer_lab import evaluation, machine
+from fer_lab import calibration, evaluation, machine
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -107,12 +107,42 @@ def log_scores(prefix: str, values: Mapping[str, float], step: int | None = None
     mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in values.items()}, step=step)
 
 
-def log_predictions(split: str, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+def log_evaluation(split: str, y_true: np.ndarray, raw: np.ndarray,
+                   temperature: float = 1.0) -> dict[str, float]:
+    """Scores one split's probabilities and logs the files of its evaluation.
+
+    ``raw`` are the model's own probabilities; ``temperature`` calibrates them
+    (``fer_lab.calibration``). The scores are of the predictions (which calibration keeps);
+    ``ece``, ``nll`` and ``brier`` are of the calibrated probabilities, beside
+    ``ece_uncalibrated``; ``{accuracy,macro_f1}_ci95_{low,high}`` are bootstrap intervals.
+    Files under ``evaluation/``: confusion matrices, classification report, the
+    reliability diagram and its bins, and every image's label, prediction and calibrated
+    probabilities (``predictions_<split>.csv``, for paired comparisons of models).
+
+    Returns:
+        The metrics, without the split's prefix.
+    """
+    proba = calibration.scale(raw, temperature)
+    y_pred = proba.argmax(axis=1)
+    metrics = {**evaluation.scores(y_true, y_pred), **evaluation.interval_metrics(y_true, y_pred),
+               **calibration.measures(proba, y_true, raw)}
+    if split == "test_all":
+        metrics.update(evaluation.per_class(y_true, y_pred))
+    log_predictions(split, y_true, y_pred, proba, raw)
+    return metrics
+
+
+def log_predictions(split: str, y_true: np.ndarray, y_pred: np.ndarray,
+                    proba: np.ndarray | None = None, raw: np.ndarray | None = None) -> None:
     """Confusion matrices (PNG + JSON) and classification report of one split, as artifacts."""
     with tempfile.TemporaryDirectory() as tmp:
         title = split.replace("_", " ")
         evaluation.write_confusion(y_true, y_pred, Path(tmp) / f"confusion_{split}", title)
         evaluation.write_report(y_true, y_pred, Path(tmp) / f"report_{split}")
+        if proba is not None:
+            calibration.write_reliability(proba, y_true, Path(tmp) / f"reliability_{split}",
+                                          title, raw=raw)
+            evaluation.write_predictions(y_true, proba, Path(tmp) / f"predictions_{split}.csv")
         mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
 

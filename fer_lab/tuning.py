@@ -24,7 +24,7 @@ import optuna
 from sklearn.model_selection import train_test_split
 
 from fer_lab import data as fer_data
-from fer_lab import evaluation, parallel, pyfunc, registry, tracking
+from fer_lab import calibration, evaluation, parallel, pyfunc, registry, tracking
 from fer_lab.config import TuneConfig
 from fer_lab.models import create
 
@@ -89,7 +89,7 @@ class Objective:
                 model = create(self.family, **params, seed=self.config.seed)
                 before = report.step
                 model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y), report=report)
-                y_pred = eval_set_predictions(model, self.splits.val.X)
+                y_pred = eval_set_proba(model, self.splits.val.X).argmax(1)
                 val = {f"val_{k}": v
                        for k, v in evaluation.scores(self.splits.val.y, y_pred).items()}
                 if not settings_logged:
@@ -103,11 +103,12 @@ class Objective:
             return val[f"val_{self.config.model.study.objective}"]
 
 
-def eval_set_predictions(model, X: np.ndarray) -> np.ndarray:
-    """The fitted model's predictions for the ``eval_set`` it was fitted with: reused when
-    the fit already made them (a CNN choosing its test-time augmentation), else predicted."""
-    pred = getattr(model, "eval_set_pred_", None)
-    return model.predict(X) if pred is None else pred
+def eval_set_proba(model, X: np.ndarray) -> np.ndarray:
+    """The fitted model's probabilities for the ``eval_set`` it was fitted with: reused
+    when the fit already made them (a CNN choosing its test-time augmentation), else
+    predicted."""
+    proba = getattr(model, "eval_set_proba_", None)
+    return model.predict_proba(X) if proba is None else proba
 
 
 def subsample(split: fer_data.Split, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -310,31 +311,33 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
             mlflow.log_artifacts(tmp, artifact_path="training")
         for step in range(len(next(iter(series.values()), []))):
             mlflow.log_metrics({f"refit_{k}": v[step] for k, v in series.items()}, step=step)
-    for name, (y_true, y_pred, seconds) in predict_splits(model, splits).items():
+    predictions = predict_splits(model, splits)
+    y_val, raw_val, _ = predictions["val"]
+    temperature = calibration.fit_temperature(raw_val, y_val)
+    metrics["calibration_temperature"] = temperature
+    for name, (y_true, raw, seconds) in predictions.items():
         metrics[f"{name}_predict_seconds"] = seconds
-        metrics.update({f"{name}_{k}": v for k, v in evaluation.scores(y_true, y_pred).items()})
-        tracking.log_predictions(name, y_true, y_pred)
-        if name == "test_all":
-            metrics.update({f"test_all_{k}": v
-                            for k, v in evaluation.per_class(y_true, y_pred).items()})
-    return metrics, pyfunc.log_model(model, splits.val.X[:2])
+        metrics.update({f"{name}_{k}": v for k, v in
+                        tracking.log_evaluation(name, y_true, raw, temperature).items()})
+    return metrics, pyfunc.log_model(model, splits.val.X[:2], temperature)
 
 
 def predict_splits(model, splits: fer_data.Splits
                    ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """Labels, predictions and predict seconds of val and every test split, each image
-    predicted once: val comes from the fit when it made them, and test_all is the
-    concatenation of its disjoint parts (its scores do not depend on the rows' order)."""
+    """Labels, probabilities (the model's own, uncalibrated) and predict seconds of val and
+    every test split, each image predicted once: val comes from the fit when it made them,
+    and test_all is the concatenation of its disjoint parts (its scores do not depend on
+    the rows' order)."""
     started = time.perf_counter()
-    out = {"val": (splits.val.y, eval_set_predictions(model, splits.val.X),
+    out = {"val": (splits.val.y, eval_set_proba(model, splits.val.X),
                    time.perf_counter() - started)}
     for name, part in splits.test_parts().items():
         started = time.perf_counter()
-        out[name] = (part.y, model.predict(part.X), time.perf_counter() - started)
+        out[name] = (part.y, model.predict_proba(part.X), time.perf_counter() - started)
     parts = [out[name] for name in splits.test_parts()]
     if parts:
-        y_true, y_pred, seconds = zip(*parts)
-        out["test_all"] = (np.concatenate(y_true), np.concatenate(y_pred), sum(seconds))
+        y_true, proba, seconds = zip(*parts)
+        out["test_all"] = (np.concatenate(y_true), np.concatenate(proba), sum(seconds))
     return {name: out[name] for name in ("val", *splits.tests()) if name in out}
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: every test's outputs go to temporary folders, never the working tree."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,11 +14,35 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow import MlflowClient
 
 # The real FER2013 for the real-data tests (marker real_data): $FER_LAB_REAL_DATA, else the
 # shared folder beside the checkout; those tests skip when the file is not there.
 REAL_CSV = Path(os.environ.get("FER_LAB_REAL_DATA")
                 or Path(__file__).resolve().parents[2] / "shared/data/fer2013/fer2013.csv.gz")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``) the workers share the cores: each computes with its
+    share of them, it and its subprocesses, so N workers do not oversubscribe the CPU."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+# The longest modules first, so that under xdist the two workers finish together instead
+# of one running the main job alone at the end.
+LONGEST_FIRST = ("test_compare.py", "test_parallel.py", "test_real_data.py", "test_tuning.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,9 +58,9 @@ def own_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tracking_uri(tmp_path_factory):
-    # One SQLite store for the session: creating MLflow's schema costs seconds per database.
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+def tracking_uri(empty_store, tmp_path_factory):
+    """One tracking store for the session's tests that need no store of their own."""
+    return own_store(empty_store, tmp_path_factory.mktemp("mlflow"))
 
 
 def _track_into(uri, tmp_path, monkeypatch):
@@ -54,6 +79,20 @@ def _track_into(uri, tmp_path, monkeypatch):
         mlflow.end_run()
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty SQLite tracking store with MLflow's schema made once (seconds), to copy."""
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def own_store(empty_store: Path, folder: Path) -> str:
+    """A copy of the empty store in ``folder``: a tracking store of its own, made in ms."""
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    return f"sqlite:///{folder}/mlflow.db"
+
+
 @pytest.fixture
 def tracking(tracking_uri, tmp_path, monkeypatch):
     """The session's shared tracking store."""
@@ -61,9 +100,18 @@ def tracking(tracking_uri, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fresh_tracking(tmp_path, monkeypatch):
+def fresh_tracking(empty_store, tmp_path, monkeypatch):
     """A tracking store of the test's own (the model registry is global to a store)."""
-    yield from _track_into(f"sqlite:///{tmp_path}/mlflow.db", tmp_path, monkeypatch)
+    yield from _track_into(own_store(empty_store, tmp_path), tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_tracking(empty_store, tmp_path_factory):
+    """A tracking store shared by one module's tests that only read what its fixtures wrote
+    (a registered model takes seconds to log: once per module, not per test)."""
+    folder = tmp_path_factory.mktemp("module-store")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _track_into(own_store(empty_store, folder), folder, monkeypatch)
 
 
 def free_port() -> int:

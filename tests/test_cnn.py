@@ -181,7 +181,8 @@ def test_auto_tta_is_chosen_on_validation(splits):
     for mode in training.TTA_MODES:
         pred = copy.deepcopy(model).set_params(tta=mode).predict(splits.val.X)
         assert np.mean(pred == splits.val.y) == pytest.approx(scores[mode])
-    np.testing.assert_array_equal(model.eval_set_pred_, model.predict(splits.val.X))
+    np.testing.assert_allclose(model.eval_set_proba_, model.predict_proba(splits.val.X),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_fitted_estimator_survives_cloudpickle(fitted, splits):

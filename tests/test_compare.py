@@ -19,7 +19,8 @@ from fer_lab.models import families
 from fer_lab.report import SCORE_COLUMNS, SEED_FIGURES
 
 # The main job runs every family's study (about 2 minutes): slow.
-pytestmark = pytest.mark.slow
+# One xdist worker runs the module: its tests share the main job's run.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("main_job")]
 REPO = Path(__file__).resolve().parents[1]
 STUDY_METRICS = [metric for _, metric in SCORE_COLUMNS] + [
     "fit_seconds", "search_seconds", "trials_complete", "trials_pruned", "trials_failed"]

@@ -83,8 +83,8 @@ def test_promote_points_fer_emotion_at_the_best_champion_and_is_idempotent(
     assert third.changed and "fer-knn" in third.reason
 
 
-@pytest.fixture
-def by_name(fresh_tracking, estimator, splits):
+@pytest.fixture(scope="module")
+def by_name(module_tracking, estimator, splits):
     register(estimator, splits, "knn", 0.5)
     registry.promote()
     return mlflow.pyfunc.load_model(f"models:/{registry.BEST_MODEL}@{registry.CHAMPION}")

@@ -20,8 +20,11 @@ from fer_lab.models import create
 MODEL = f"models:/{registry.BEST_MODEL}@{registry.CHAMPION}"
 
 
-@pytest.fixture
-def champion(fresh_tracking):
+# One xdist worker runs the module: its tests share one registered champion.
+pytestmark = pytest.mark.xdist_group("serving")
+
+@pytest.fixture(scope="module")
+def champion(module_tracking):
     """A small registered, promoted model in the test's own store; returns the val split."""
     splits = split(load("synthetic:10"), val_fraction=0.2, seed=0)
     model = create("knn", features="pca", pca_components=0.9).fit(splits.train.X, splits.train.y)
@@ -123,10 +126,10 @@ def post(url: str, payload) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def server(champion, fresh_tracking, tmp_path):
+def server(champion, module_tracking, tmp_path):
     with mlflow_server(["models", "serve", "-m", MODEL, "--env-manager", "local",
                         "--workers", "1"], "/ping", tmp_path / "serve.log",
-                       {"MLFLOW_TRACKING_URI": fresh_tracking}) as url:
+                       {"MLFLOW_TRACKING_URI": module_tracking}) as url:
         yield url, champion
 
 

@@ -1,6 +1,8 @@
 """A real 2-trial study per family on synthetic data, checked through MLflow and Optuna."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -8,8 +10,9 @@ import optuna
 import pandas as pd
 import pytest
 
+from fer_lab import calibration
 from fer_lab.config import Param, TuneConfig, load_family
-from fer_lab.data import load, split
+from fer_lab.data import EMOTIONS, load, split
 from fer_lab.models import families
 from fer_lab.tuning import study_name, tune
 
@@ -69,7 +72,21 @@ def test_study_is_tracked(family, tracking, tmp_path, dataset):
     for name in ("val", "test_private", "test_public", "test_all"):
         assert {f"evaluation/confusion_{name}.png", f"evaluation/confusion_{name}.json",
                 f"evaluation/confusion_{name}_normalized.png",
-                f"evaluation/report_{name}.txt", f"evaluation/report_{name}.json"} <= files
+                f"evaluation/report_{name}.txt", f"evaluation/report_{name}.json",
+                f"evaluation/reliability_{name}.png", f"evaluation/reliability_{name}.json",
+                f"evaluation/predictions_{name}.csv"} <= files
+        # intervals around every split's scores, calibration measured before and after
+        for measure in ("accuracy", "macro_f1"):
+            assert m[f"{name}_{measure}_ci95_low"] <= m[f"{name}_{measure}"] \
+                <= m[f"{name}_{measure}_ci95_high"]
+        assert {f"{name}_ece", f"{name}_nll", f"{name}_brier", f"{name}_ece_uncalibrated"} \
+            <= set(m)
+    # the temperature minimises the validation NLL: calibrated is never worse there
+    assert m["calibration_temperature"] > 0
+    local = Path(client.download_artifacts(parent.info.run_id, "evaluation/reliability_val.json"))
+    numbers = json.loads(local.read_text())
+    assert numbers["calibrated"]["ece"] == pytest.approx(m["val_ece"])
+    assert numbers["uncalibrated"]["ece"] == pytest.approx(m["val_ece_uncalibrated"])
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "optuna"} <= top
     if family == "cnn":  # trains in epochs: curves, checkpoint and per-epoch refit metrics
@@ -83,6 +100,12 @@ def test_study_is_tracked(family, tracking, tmp_path, dataset):
     pixels = [" ".join(map(str, img.ravel())) for img in dataset.images[:3]]
     out = model.predict(pd.DataFrame({"pixels": pixels}))
     assert list(out.columns[:2]) == ["emotion", "emotion_id"] and len(out) == 3
+    # calibrated by default (the study's temperature); the estimator's own on request
+    raw = model.predict(pd.DataFrame({"pixels": pixels}), params={"calibrated": False})
+    raw_p, cal_p = raw[list(EMOTIONS)].to_numpy(), out[list(EMOTIONS)].to_numpy()
+    np.testing.assert_allclose(cal_p, calibration.scale(raw_p, m["calibration_temperature"]),
+                               atol=1e-6)
+    np.testing.assert_array_equal(raw["emotion_id"], out["emotion_id"])
 
 
 @pytest.mark.slow
@@ -146,14 +169,14 @@ def test_every_test_image_is_predicted_once_and_val_reused_from_the_fit():
 
     class Counting:
         seen = 0
-        eval_set_pred_ = splits.val.y.copy()  # as a fit that scored its eval_set
+        eval_set_proba_ = np.eye(7)[splits.val.y]  # as a fit that scored its eval_set
 
-        def predict(self, X):
+        def predict_proba(self, X):
             Counting.seen += len(X)
-            return np.zeros(len(X), np.int64)
+            return np.full((len(X), 7), 1 / 7)
 
     out = predict_splits(Counting(), splits)
     assert Counting.seen == len(splits.test_private) + len(splits.test_public)
     assert set(out) == {"val", "test_private", "test_public", "test_all"}
     np.testing.assert_array_equal(np.sort(out["test_all"][0]), np.sort(splits.test_all.y))
-    np.testing.assert_array_equal(out["val"][1], splits.val.y)
+    np.testing.assert_array_equal(out["val"][1].argmax(1), splits.val.y)

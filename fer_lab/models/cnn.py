@@ -74,7 +74,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``val_accuracy_tta_crops`` when ``tta="auto"``.
         fit_settings_: the values the fit resolved for its ``auto`` parameters
             (``mixed_precision``, ``channels_last``, ``tta``), to log as parameters.
-        eval_set_pred_: predictions for the ``eval_set`` with the chosen test-time
+        eval_set_proba_: probabilities for the ``eval_set`` with the chosen test-time
             augmentation, when ``tta="auto"`` scored it (so it is not predicted again).
     """
 
@@ -173,7 +173,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = best.best_epoch
         self.classes_ = np.arange(len(EMOTIONS))
         self.fit_metrics_ = {}
-        self.eval_set_pred_ = None
+        self.eval_set_proba_ = None
         self.tta_ = self.tta
         if self.tta == "auto":
             self._choose_tta(X_val, y_val)
@@ -189,11 +189,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         views = self._logits(X_val, "crops", per_view=True)
         best = -1.0
         for mode in inference.TTA_MODES:  # fewest views first: a tie keeps the cheaper one
-            pred = self.classes_[views[list(inference.CROP_VIEWS[mode])].mean(0).argmax(1)]
-            accuracy = float(np.mean(pred == y_val))
+            logits = views[list(inference.CROP_VIEWS[mode])].mean(0)
+            accuracy = float(np.mean(self.classes_[logits.argmax(1)] == y_val))
             self.fit_metrics_[f"val_accuracy_tta_{mode}"] = accuracy
             if accuracy > best:
-                best, self.tta_, self.eval_set_pred_ = accuracy, mode, pred
+                best, self.tta_ = accuracy, mode
+                self.eval_set_proba_ = softmax(logits.astype(np.float64), axis=1)
         self.fit_settings_["tta"] = self.tta_
 
     def _hold_out(self, X: np.ndarray, y: np.ndarray):
