@@ -113,6 +113,23 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from fer_lab import evaluate
+
+    faces = evaluate.load_faces(args.data, args.split, args.detect_faces)
+    for path in faces.skipped:
+        print(f"{path}: no face found (skipped)", file=sys.stderr)
+    m = evaluate.evaluate(args.model, faces, args.experiment)
+    s = faces.split
+    print(f"{args.model} on {faces.source} ({s}): {len(faces.y)} faces")
+    for measure in ("accuracy", "macro_f1"):
+        print(f"{measure:24s} {m[f'{s}_{measure}']:.4f}  (95% CI "
+              f"{m[f'{s}_{measure}_ci95_low']:.4f}-{m[f'{s}_{measure}_ci95_high']:.4f})")
+    for key in ("accuracy_present", "macro_f1_present", "ece", "ece_uncalibrated", "nll"):
+        print(f"{key:24s} {m[f'{s}_{key}']:.4f}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from fer_lab import report, tracking
 
@@ -249,6 +266,19 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", action="store_true",
                     help="CSV with every class probability (default: a table)")
     pr.set_defaults(run=_predict)
+
+    ev = command("evaluate", "score a model on any labelled faces (FER2013's splits, an "
+                 "<emotion>/ folder such as CK+, photos), recorded as an MLflow run")
+    ev.add_argument("model", metavar="MODEL_URI",
+                    help="an MLflow model URI, e.g. models:/fer-emotion@champion")
+    ev.add_argument("data", help=DATA_HELP + ", or a folder of <emotion>/ folders of faces")
+    ev.add_argument("--split", help="all, train, val, test_private, test_public or test_all "
+                                    "(default: test_all where the data has test rows, else all)")
+    ev.add_argument("--detect-faces", action="store_true",
+                    help="the images are photos: classify the largest face found in each "
+                         "(default: each image is one face)")
+    ev.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
+    ev.set_defaults(run=_evaluate)
 
     r = command("report", "write the comparison report from the tracking store")
     r.add_argument("--out", default="report", help="output folder")

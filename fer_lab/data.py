@@ -133,8 +133,10 @@ def load(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) 
     Args:
         source: ``synthetic`` (or ``synthetic:N`` for N images per class), a Kaggle
             ``fer2013.csv`` / ``.csv.gz`` (or ``icml_face_data.csv``), a folder with
-            ``train/<emotion>/*`` and ``test/<emotion>/*`` images, or a zip / tar(.gz) holding
-            either, such as the competition's zip or its ``fer2013.tar.gz``.
+            ``train/<emotion>/*`` and ``test/<emotion>/*`` images, a folder of
+            ``<emotion>/*`` images only (a labelled collection such as CK+: all test
+            rows), or a zip / tar(.gz) holding a CSV or a train/test folder, such as
+            the competition's zip or its ``fer2013.tar.gz``.
         cache_dir: where parsed arrays are kept; default ``$FER_LAB_CACHE`` or
             ``~/.cache/fer-lab``.
 
@@ -470,19 +472,38 @@ def _diagnose_pixels(path: Path, pixels: list[bytes], first_line: int) -> None:
 Tree = dict[str, dict[str, list[tuple[str, Callable[[], bytes]]]]]
 
 
+def emotion_id(folder_name: str) -> int:
+    """The emotion a class folder's name stands for (``happy``, ``Angry``, ``fearful``...).
+
+    Raises:
+        DataError: not an emotion's name.
+    """
+    label = _FOLDER_NAMES.get(folder_name.lower())
+    if label is None:
+        raise DataError(f"{folder_name}: not an emotion folder; expected one of "
+                        f"{sorted(_FOLDER_NAMES)}")
+    return label
+
+
 def _read_folder(path: Path) -> Arrays:
-    """Reads ``train/<emotion>/*`` and ``test/<emotion>/*`` from a folder on disk."""
+    """Reads ``train/<emotion>/*`` and ``test/<emotion>/*`` from a folder on disk, or a
+    labelled collection ``<emotion>/*`` (CK+, a photo collection): all of it test images."""
+    def classes(folder: Path) -> dict[str, list]:
+        return {class_dir.name: [(f.name, f.read_bytes) for f in sorted(class_dir.iterdir())
+                                 if f.is_file()]
+                for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())}
+
+    subfolders = {p.name.lower() for p in path.iterdir() if p.is_dir()}
+    if subfolders and subfolders <= set(_FOLDER_NAMES):
+        return _read_images(str(path), {"test": classes(path)})
     tree: Tree = {}
     for part in archives.FOLDER_PARTS:
         folder = path / part
         if not folder.is_dir():
             raise DataError(f"{path}: no '{part}' folder (expected train/<emotion>/ and "
-                            f"test/<emotion>/)")
-        tree[part] = {
-            class_dir.name: [(f.name, f.read_bytes) for f in sorted(class_dir.iterdir())
-                             if f.is_file()]
-            for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())
-        }
+                            f"test/<emotion>/, or only <emotion>/ folders such as "
+                            f"{', '.join(EMOTIONS[:3])}, ...)")
+        tree[part] = classes(folder)
     return _read_images(str(path), tree)
 
 
@@ -529,7 +550,7 @@ def _read_images(where: str, tree: Tree) -> Arrays:
                 labels.append(label)
                 usage.append(_folder_usage(part, name))
     if not images:
-        raise DataError(f"{where}: no images under train/ and test/")
+        raise DataError(f"{where}: no images in its emotion folders")
     return np.stack(images), np.array(labels, dtype=np.int64), np.array(usage, dtype=np.int8)
 
 

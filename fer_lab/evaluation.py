@@ -24,10 +24,12 @@ LABELS = list(range(len(EMOTIONS)))
 BOOTSTRAP_RESAMPLES = 1000
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro precision / recall / F1."""
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=LABELS, average="macro",
-                                                 zero_division=0)
+def scores(y_true: np.ndarray, y_pred: np.ndarray,
+           labels: list[int] | None = None) -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 (averaged over ``labels``, default all
+    seven classes)."""
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels or LABELS,
+                                                 average="macro", zero_division=0)
     return {"accuracy": float(accuracy_score(y_true, y_pred)), "macro_precision": float(p),
             "macro_recall": float(r), "macro_f1": float(f)}
 

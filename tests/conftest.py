@@ -149,3 +149,23 @@ def mlflow_server(args: list[str], health: str, log: Path, env: dict | None = No
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def champion(module_tracking):
+    """A small registered, promoted knn (``models:/fer-emotion@champion``) in the module's
+    store, calibrated with a temperature of 2; returns the validation split it was not
+    trained on."""
+    from fer_lab import pyfunc, registry
+    from fer_lab.data import load, split
+    from fer_lab.models import create
+
+    splits = split(load("synthetic:10"), val_fraction=0.2, seed=0)
+    model = create("knn", features="pca", pca_components=0.9).fit(splits.train.X, splits.train.y)
+    with mlflow.start_run(tags={"fer.family": "knn"}) as run:
+        uri = pyfunc.log_model(model, splits.val.X[:2], temperature=2.0)
+    registry.register(uri, "knn", {"val_accuracy": 0.5},
+                      {"fer.data_digest": "d", "fer.protocol": "p", "fer.objective": "accuracy",
+                       "fer.run_id": run.info.run_id})
+    registry.promote()
+    return splits.val

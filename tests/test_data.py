@@ -478,7 +478,7 @@ def test_folder_without_images(tmp_path, cache):
     (root / "train" / "happy").mkdir(parents=True)
     (root / "test" / "sad").mkdir(parents=True)
     (root / "train" / "happy" / "readme.txt").write_text("no images here")
-    assert_data_error(root, cache, r"no images under train/ and test/")
+    assert_data_error(root, cache, r"no images in its emotion folders")
 
 
 # --------------------------------------------------------------------------- Kaggle's downloads

@@ -7,35 +7,19 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from conftest import mlflow_server
 from PIL import Image
 
 from fer_lab import cli, pyfunc, registry
-from fer_lab.data import EMOTIONS, load, split
-from fer_lab.models import create
+from fer_lab.data import EMOTIONS
 
 MODEL = f"models:/{registry.BEST_MODEL}@{registry.CHAMPION}"
 
 
 # One xdist worker runs the module: its tests share one registered champion.
 pytestmark = pytest.mark.xdist_group("serving")
-
-@pytest.fixture(scope="module")
-def champion(module_tracking):
-    """A small registered, promoted model in the test's own store; returns the val split."""
-    splits = split(load("synthetic:10"), val_fraction=0.2, seed=0)
-    model = create("knn", features="pca", pca_components=0.9).fit(splits.train.X, splits.train.y)
-    with mlflow.start_run() as run:
-        uri = pyfunc.log_model(model, splits.val.X[:2])
-    registry.register(uri, "knn", {"val_accuracy": 0.5},
-                      {"fer.data_digest": "d", "fer.protocol": "p", "fer.objective": "accuracy",
-                       "fer.run_id": run.info.run_id})
-    registry.promote()
-    return splits.val
-
 
 def write_faces(folder: Path, faces: np.ndarray) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)

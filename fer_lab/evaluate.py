@@ -1,0 +1,172 @@
+"""``fer-lab evaluate``: a model's scores on any labelled faces, tracked as an MLflow run.
+
+The data is anything ``--data`` takes (a FER2013 CSV and its splits, a train/test image
+folder, an archive of either) or a labelled collection ``<emotion>/*`` of face crops
+(CK+, a photo collection); with ``detect_faces`` the images are full photos and the
+largest face in each is classified. The run (``fer.role=evaluation``) holds the same
+metrics and files as a study's test evaluation: scores with bootstrap intervals,
+calibration before and after the model's temperature, confusion matrices, classification
+report, reliability diagram, every face's prediction.
+
+A collection may hold a subset of the classes (CK+ has no neutral): the scores are then
+given twice, over all seven classes (a face called neutral is wrong) and over the classes
+present (``*_present``: the prediction is the most probable of those classes, the macro
+scores average over them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_lab import data as fer_data
+from fer_lab.data import EMOTIONS
+
+ROLE = "evaluation"
+DEFAULT_SPLIT = "test_all"
+
+
+@dataclass(frozen=True)
+class Faces:
+    """Labelled faces to evaluate on: flat pixels ``X``, labels ``y``, and where from."""
+
+    X: np.ndarray
+    y: np.ndarray
+    source: str
+    digest: str
+    split: str
+    skipped: tuple[str, ...] = ()  # photos in which no face was found
+
+
+def splits_of(dataset: fer_data.FerData, val_fraction: float = 0.1,
+              seed: int = 0) -> dict[str, fer_data.Split]:
+    """Every split ``--split`` can name: ``all``, the tests, and where Training rows allow
+    the studies' carve, ``train`` and ``val`` as the studies cut them."""
+    X = dataset.images.reshape(len(dataset.labels), -1)
+
+    def rows(keep: np.ndarray) -> fer_data.Split:
+        return fer_data.Split(X[keep], dataset.labels[keep])
+
+    usage = {name: dataset.usage == fer_data.USAGES.index(name) for name in fer_data.USAGES}
+    named = {"all": rows(np.ones(len(X), bool)),
+             "test_private": rows(usage["PrivateTest"]), "test_public": rows(usage["PublicTest"]),
+             "test_all": rows(~usage["Training"])}
+    try:
+        carved = fer_data.split(dataset, val_fraction, seed)
+        named.update(train=carved.train, val=carved.val)
+    except fer_data.DataError:  # no (or too few) Training rows: a test-only collection
+        pass
+    return {name: part for name, part in named.items() if len(part)}
+
+
+def load_faces(source: str, split: str | None = None, detect_faces: bool = False) -> Faces:
+    """The labelled faces of ``source``: its ``split`` (default ``test_all`` where it has
+    test rows, else ``all``), or with ``detect_faces`` the largest face of every photo
+    under ``<emotion>/`` folders.
+
+    Raises:
+        DataError: the source cannot be read, or has no such split.
+    """
+    if detect_faces:
+        if split not in (None, "all"):
+            raise fer_data.DataError("--split applies to data sets with splits, not to "
+                                     "photos with --detect-faces")
+        return _detected(Path(source))
+    dataset = fer_data.load(source)
+    available = splits_of(dataset)
+    name = split or (DEFAULT_SPLIT if DEFAULT_SPLIT in available else "all")
+    if name not in available:
+        raise fer_data.DataError(f"{source}: no {name!r} split; it has {sorted(available)}")
+    part = available[name]
+    return Faces(part.X, part.y, dataset.source, dataset.digest, name)
+
+
+def _detected(folder: Path) -> Faces:
+    """The largest detected face of every image under ``folder/<emotion>/``."""
+    import hashlib
+
+    from fer_lab import predict
+
+    if not folder.is_dir():
+        raise fer_data.DataError(f"{folder}: --detect-faces takes a folder of <emotion>/ "
+                                 f"folders of photos")
+    X, y, skipped, digest = [], [], [], hashlib.sha256()
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = fer_data.emotion_id(class_dir.name)
+        for path in predict.expand([class_dir]):
+            digest.update(path.read_bytes())
+            found = next(predict.faces([path], detect=True), None)  # the largest face
+            if found is None:
+                skipped.append(str(path))
+                continue
+            X.append(found.pixels)
+            y.append(label)
+    if not X:
+        raise fer_data.DataError(f"{folder}: no face found in any photo of its emotion folders")
+    return Faces(np.stack(X), np.array(y, dtype=np.int64), str(folder),
+                 digest.hexdigest()[:16], "all", tuple(skipped))
+
+
+def present_scores(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 over the classes present in ``y_true`` only: the prediction is
+    the most probable present class."""
+    from fer_lab import evaluation
+
+    present = np.unique(y_true)
+    y_pred = present[proba[:, present].argmax(axis=1)]
+    scores = evaluation.scores(y_true, y_pred, labels=list(present))
+    return {"accuracy_present": scores["accuracy"], "macro_f1_present": scores["macro_f1"]}
+
+
+def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab") -> dict[str, float]:
+    """Scores the model on ``faces`` and records it all as a run of ``experiment``.
+
+    Returns:
+        The metrics logged, prefixed with the split's name (``test_all_accuracy``, ...).
+    """
+    import mlflow
+
+    from fer_lab import registry, tracking
+
+    model = registry.load_model(model_uri)
+    temperature = float(getattr(model.unwrap_python_model(), "temperature", 1.0))
+    raw = model.predict(faces.X, params={"calibrated": False})[list(EMOTIONS)].to_numpy()
+    tags = {"fer.model_uri": model_uri, "fer.data_digest": faces.digest,
+            "fer.data_source": faces.source, "fer.split": faces.split,
+            **_model_tags(model_uri)}
+    name = f"evaluate · {tags.get('fer.model', model_uri)} · {Path(faces.source).name}"
+    with tracking.top_run(experiment, name, ROLE, tags):
+        metrics = tracking.log_evaluation(faces.split, faces.y, raw, temperature)
+        metrics.update(present_scores(faces.y, raw))
+        metrics = {f"{faces.split}_{k}": v for k, v in metrics.items()}
+        metrics.update(faces=len(faces.y), faces_skipped=len(faces.skipped),
+                       calibration_temperature=temperature)
+        mlflow.log_metrics(metrics)
+        mlflow.log_param("classes_present",
+                         ",".join(EMOTIONS[i] for i in np.unique(faces.y)))
+        if faces.skipped:
+            mlflow.log_text("\n".join(faces.skipped) + "\n", "evaluation/no_face_found.txt")
+    return metrics
+
+
+def _model_tags(model_uri: str) -> dict[str, str]:
+    """``fer.model`` (``name/version``) and ``fer.family`` of a registered model's URI
+    (``models:/name/3``, ``models:/name@alias``); nothing for other URIs."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith("models:/"):
+        return {}
+    name, _, rest = model_uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias) if alias \
+            else client.get_model_version(name, rest)
+        family = client.get_run(version.run_id).data.tags.get("fer.family", "") \
+            if version.run_id else ""
+    except MlflowException:  # e.g. models:/name/latest: the URI itself says enough
+        return {}
+    return {"fer.model": f"{name}/{version.version}", "fer.family": family}
