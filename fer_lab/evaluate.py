@@ -138,7 +138,7 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab") -> dict[
             **_model_tags(model_uri)}
     name = f"evaluate · {tags.get('fer.model', model_uri)} · {Path(faces.source).name}"
     with tracking.top_run(experiment, name, ROLE, tags):
-        metrics = tracking.log_evaluation(faces.split, faces.y, raw, temperature)
+        metrics = tracking.log_evaluation(faces.split, faces.y, raw, temperature, X=faces.X)
         metrics.update(present_scores(faces.y, raw))
         metrics = {f"{faces.split}_{k}": v for k, v in metrics.items()}
         metrics.update(faces=len(faces.y), faces_skipped=len(faces.skipped),
@@ -152,11 +152,14 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab") -> dict[
 
 
 def _model_tags(model_uri: str) -> dict[str, str]:
-    """``fer.model`` (``name/version``) and ``fer.family`` of a registered model's URI
-    (``models:/name/3``, ``models:/name@alias``); nothing for other URIs."""
+    """``fer.model_run_id`` (the run that logged the model: a study's, which the report
+    joins on), and for a registered model's URI (``models:/name/3``, ``models:/name@alias``)
+    ``fer.model`` (``name/version``) and ``fer.family``."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    if model_uri.startswith("runs:/"):
+        return {"fer.model_run_id": model_uri.removeprefix("runs:/").split("/")[0]}
     if not model_uri.startswith("models:/"):
         return {}
     name, _, rest = model_uri.removeprefix("models:/").partition("/")
@@ -169,4 +172,5 @@ def _model_tags(model_uri: str) -> dict[str, str]:
             if version.run_id else ""
     except MlflowException:  # e.g. models:/name/latest: the URI itself says enough
         return {}
-    return {"fer.model": f"{name}/{version.version}", "fer.family": family}
+    return {"fer.model": f"{name}/{version.version}", "fer.family": family,
+            "fer.model_run_id": version.run_id or ""}

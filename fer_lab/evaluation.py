@@ -142,3 +142,33 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame = pd.read_csv(path)
     return (frame["label"].to_numpy(), frame["prediction"].to_numpy(),
             frame[list(EMOTIONS)].to_numpy())
+
+
+def write_mistakes(X: np.ndarray, y_true: np.ndarray, proba: np.ndarray, path: Path,
+                   title: str, per_class: int = 6) -> Path:
+    """A gallery of the most confident mistakes: a row per true class, its ``per_class``
+    wrongly classified faces of highest confidence, each captioned with the prediction."""
+    y_pred = proba.argmax(axis=1)
+    confidence = proba.max(axis=1)
+    fig, axes = plt.subplots(len(EMOTIONS), per_class, squeeze=False,
+                             figsize=(1.25 * per_class + 0.9, 1.45 * len(EMOTIONS)))
+    for label, row in enumerate(axes):
+        wrong = np.flatnonzero((y_true == label) & (y_pred != label))
+        chosen = wrong[np.argsort(-confidence[wrong], kind="stable")[:per_class]]
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.axis("off")
+        row[0].axis("on")
+        row[0].set_ylabel(EMOTIONS[label], fontsize=8)
+        for ax, i in zip(row, chosen):
+            ax.axis("on")
+            ax.imshow(np.asarray(X[i]).reshape(48, 48), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{EMOTIONS[y_pred[i]]} {confidence[i]:.2f}", fontsize=7)
+    fig.suptitle(f"{title}: most confident mistakes (row: true class; caption: predicted, "
+                 "confidence)", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,11 +1,19 @@
 """The comparison the seed's slides made, generated from the tracking store.
 
 ``write_report`` reads each family's latest finished study (or its registered champion's),
-and writes ``report.md``, a self-contained ``report.html`` (images inlined) and the PNGs:
-a table of validation and test scores with the seed's published figures as reference
-rows, per-class F1, trial counts, wall times and best parameters; the row-normalised
-confusion matrices side by side; a per-class F1 bar chart; each study's optimisation
-history.
+and writes ``report.md``, a self-contained ``report.html`` (images inlined) and the PNGs,
+one page in sections:
+
+- scores: validation and test accuracy with 95% bootstrap intervals, macro-F1, whether
+  the best model's lead on test_all over each other holds under McNemar's paired test,
+  any ``fer-lab evaluate`` runs of the model on other data, and the seed's published
+  figures as reference rows;
+- per class: precision, recall and F1 on test_all;
+- calibration: the temperature and test_all's ECE before and after it, NLL, Brier;
+- cost: trials, search and refit times, prediction speed, model size, the machine, the
+  best parameters;
+- confusion matrices (row-normalised, with the counts), per-class F1, each model's most
+  confident mistakes and each study's optimisation history.
 """
 
 from __future__ import annotations
@@ -33,12 +41,17 @@ from fer_lab.data import EMOTIONS  # noqa: E402
 
 # The seed team's slides: accuracy on the 7,178 PublicTest + PrivateTest images.
 SEED_FIGURES = {"tree": 0.29, "forest": 0.40, "svm": 0.44, "cnn": 0.27}
-SCORE_COLUMNS = [  # (heading, metric)
+SCORE_COLUMNS = [  # (heading, metric): shown with their intervals where logged
     ("val acc", "val_accuracy"), ("test_private acc", "test_private_accuracy"),
     ("test_public acc", "test_public_accuracy"), ("test_all acc", "test_all_accuracy"),
-    ("test_all macro P", "test_all_macro_precision"), ("test_all macro R", "test_all_macro_recall"),
     ("test_all macro F1", "test_all_macro_f1"),
 ]
+CALIBRATION_COLUMNS = [
+    ("temperature", "calibration_temperature"), ("test_all ECE before", "test_all_ece_uncalibrated"),
+    ("test_all ECE after", "test_all_ece"), ("test_all NLL", "test_all_nll"),
+    ("test_all Brier", "test_all_brier"),
+]
+PAIRED_ALPHA = 0.05
 SELECTIONS = ("latest", "champion")
 
 
@@ -49,8 +62,13 @@ class Study:
     family: str
     run: Run
     confusion: np.ndarray | None = None  # row-normalised, on test_all
+    counts: np.ndarray | None = None  # the same confusion matrix, in faces
     history_png: Path | None = None
+    mistakes_png: Path | None = None
     best_params: dict[str, str] = field(default_factory=dict)
+    predictions: tuple[np.ndarray, np.ndarray] | None = None  # test_all labels, predictions
+    model_bytes: int | None = None
+    evaluations: list[Run] = field(default_factory=list)  # `fer-lab evaluate` runs of its model
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -88,21 +106,38 @@ def studies(experiment: str, selection: str = "latest", parent: str | None = Non
     return [Study(f, r) for f, r in sorted(found.items())]
 
 
-def _fetch(study: Study, tmp: Path) -> None:
+def _fetch(study: Study, tmp: Path, experiment: str) -> None:
+    """Downloads what the report shows of a study beyond its metrics."""
+    from fer_lab import evaluation
+
     client = MlflowClient()
     run_id = study.run.info.run_id
-    try:
-        path = client.download_artifacts(run_id, "evaluation/confusion_test_all.json", str(tmp))
-        study.confusion = np.array(json.loads(Path(path).read_text())["normalized"])
-    except Exception:  # noqa: BLE001  an older or failed run without the file: shown blank
-        study.confusion = None
-    try:
-        study.history_png = Path(client.download_artifacts(
-            run_id, "optuna/optimization_history.png", str(tmp / study.family)))
-    except Exception:  # noqa: BLE001
-        study.history_png = None
+
+    def download(path: str) -> Path | None:
+        try:
+            return Path(client.download_artifacts(run_id, path, str(tmp / study.family)))
+        except Exception:  # noqa: BLE001  an older or failed run without the file: shown blank
+            return None
+
+    confusion = download("evaluation/confusion_test_all.json")
+    if confusion is not None:
+        numbers = json.loads(confusion.read_text())
+        study.confusion, study.counts = np.array(numbers["normalized"]), np.array(numbers["counts"])
+    predictions = download("evaluation/predictions_test_all.csv")
+    if predictions is not None:
+        study.predictions = evaluation.read_predictions(predictions)[:2]
+    study.history_png = download("optuna/optimization_history.png")
+    study.mistakes_png = download("evaluation/confident_mistakes_test_all.png")
     study.best_params = {k.removeprefix("best_"): v for k, v in study.run.data.params.items()
                          if k.startswith("best_")}
+    try:
+        study.model_bytes = sum(a.file_size or 0 for a in client.list_artifacts(run_id, "model"))
+    except Exception:  # noqa: BLE001
+        study.model_bytes = None
+    study.evaluations = mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.`fer.role` = 'evaluation' and tags.`fer.model_run_id` = '{run_id}'",
+        order_by=["attributes.start_time DESC"])
 
 
 def _plot_confusions(found: list[Study], path: Path) -> None:
@@ -116,7 +151,8 @@ def _plot_confusions(found: list[Study], path: Path) -> None:
         ax.axis("on")
         ax.imshow(study.confusion, cmap="Blues", vmin=0, vmax=1)
         for (i, j), v in np.ndenumerate(study.confusion):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+            count = "" if study.counts is None else f"\n{study.counts[i, j]}"
+            ax.text(j, i, f"{v:.2f}{count}", ha="center", va="center", fontsize=6,
                     color="white" if v > 0.5 else "black")
         ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, fontsize=8)
         ax.set_yticks(range(len(EMOTIONS)), EMOTIONS, fontsize=8)
@@ -124,7 +160,8 @@ def _plot_confusions(found: list[Study], path: Path) -> None:
         ax.set_title(f"{study.family} (test_all acc {acc:.3f})", fontsize=10)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
-    fig.suptitle("Row-normalised confusion matrices on test_all (PublicTest + PrivateTest)")
+    fig.suptitle("Confusion matrices on test_all (PublicTest + PrivateTest): row-normalised, "
+                 "with the faces counted under")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -169,20 +206,72 @@ def machine_label(tags: dict[str, str]) -> str:
             f"{tags.get('fer.threads', '?')} threads")
 
 
-def table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
-    """The comparison table: heading and rows (reference rows in italics)."""
-    head = (["model"] + [h for h, _ in SCORE_COLUMNS] + [f"F1 {e}" for e in EMOTIONS]
-            + ["trials (complete/pruned/failed)", "search s", "refit s", "machine",
-               "best parameters", "run"])
+def _with_interval(m: dict[str, float], key: str) -> str:
+    """A score and its 95% interval where logged, e.g. ``0.6801 [0.6648, 0.6950]``."""
+    if m.get(key) is None:
+        return ""
+    low, high = m.get(f"{key}_ci95_low"), m.get(f"{key}_ci95_high")
+    if low is None or high is None:
+        return _fmt(m[key])
+    return f"{m[key]:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def paired(found: list[Study]) -> dict[str, str]:
+    """For each model, how the best model on test_all compares with it: McNemar's exact
+    test on the images, when both predicted the same test_all (same data)."""
+    from fer_lab import evaluation
+
+    scored = [s for s in found if s.metrics.get("test_all_accuracy") is not None]
+    if not scored:
+        return {}
+    best = max(scored, key=lambda s: s.metrics["test_all_accuracy"])
+    out = {best.family: "best"}
+    for other in scored:
+        if other is best:
+            continue
+        same_data = (best.predictions is not None and other.predictions is not None
+                     and best.run.data.tags.get("fer.data_digest")
+                     == other.run.data.tags.get("fer.data_digest")
+                     and np.array_equal(best.predictions[0], other.predictions[0]))
+        if not same_data:
+            out[other.family] = "not comparable"
+            continue
+        p = evaluation.mcnemar(best.predictions[0], best.predictions[1], other.predictions[1])
+        verdict = "holds" if p < PAIRED_ALPHA else "not significant"
+        out[other.family] = f"{best.family} {verdict} (p={p:.2g})"
+    return out
+
+
+def _evaluation_columns(found: list[Study]) -> list[str]:
+    """One column per data set a selected model was evaluated on with `fer-lab evaluate`."""
+    return sorted({_evaluation_heading(r) for s in found for r in s.evaluations})
+
+
+def _evaluation_heading(run: Run) -> str:
+    tags = run.data.tags
+    return f"acc on {Path(tags.get('fer.data_source', '?')).name} ({tags.get('fer.split', '?')})"
+
+
+def scores_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
+    """Scores with intervals, the paired comparison with the best, other data sets; the
+    seed's figures as reference rows (in italics)."""
+    extra = _evaluation_columns(found)
+    head = (["model"] + [h for h, _ in SCORE_COLUMNS]
+            + ["best vs this (McNemar, test_all)"] + extra)
+    verdicts = paired(found)
     rows = []
     for s in found:
         m = s.metrics
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s.best_params.items()))
-        rows.append([s.family] + [_fmt(m.get(k)) for _, k in SCORE_COLUMNS]
-                    + [_fmt(m.get(f"test_all_{e}_f1"), 3) for e in EMOTIONS]
-                    + [s.trials(), _fmt(m.get("search_seconds"), 0),
-                       _fmt(m.get("fit_seconds"), 0), machine_label(s.run.data.tags),
-                       params, s.run.info.run_id[:8]])
+        latest = {}
+        for run in s.evaluations:  # newest first: keep the newest per data set
+            latest.setdefault(_evaluation_heading(run), run)
+        cells = []
+        for heading in extra:
+            run = latest.get(heading)
+            split = run.data.tags.get("fer.split", "") if run else ""
+            cells.append(_with_interval(run.data.metrics, f"{split}_accuracy") if run else "")
+        rows.append([s.family] + [_with_interval(m, k) for _, k in SCORE_COLUMNS]
+                    + [verdicts.get(s.family, "")] + cells)
     for family, accuracy in SEED_FIGURES.items():
         cells = ["" for _ in head]
         cells[0] = f"*seed slides: {family} (reference)*"
@@ -191,26 +280,71 @@ def table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _markdown(head: list[str], rows: list[list[str]], images: list[tuple[str, str]],
-              title: str) -> str:
-    lines = [f"# {title}", "", _PROTOCOL, "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+def per_class_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
+    """Precision / recall / F1 per class on test_all."""
+    head = ["model"] + [f"{e} P/R/F1" for e in EMOTIONS]
+    rows = [[s.family] + ["/".join(_fmt(s.metrics.get(f"test_all_{e}_{k}"), 2)
+                                   for k in ("precision", "recall", "f1")) for e in EMOTIONS]
+            for s in found]
+    return head, rows
+
+
+def calibration_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
+    head = ["model"] + [h for h, _ in CALIBRATION_COLUMNS]
+    rows = [[s.family] + [_fmt(s.metrics.get(k)) for _, k in CALIBRATION_COLUMNS] for s in found]
+    return head, rows
+
+
+def cost_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
+    """Trials, times, prediction speed and size: times compare only on one machine."""
+    head = ["model", "trials (complete/pruned/failed)", "search s", "refit s",
+            "predict img/s", "model MB", "machine", "best parameters", "run"]
+    rows = []
+    for s in found:
+        m = s.metrics
+        seconds = m.get("test_all_predict_seconds")
+        images = None if s.counts is None else int(s.counts.sum())
+        speed = _fmt(images / seconds, 0) if images and seconds else ""
+        size = "" if not s.model_bytes else f"{s.model_bytes / 1e6:.1f}"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s.best_params.items()))
+        rows.append([s.family, s.trials(), _fmt(m.get("search_seconds"), 0),
+                     _fmt(m.get("fit_seconds"), 0), speed, size, machine_label(s.run.data.tags),
+                     params, s.run.info.run_id[:8]])
+    return head, rows
+
+
+def tables(found: list[Study]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's tables: (section title, heading, rows)."""
+    return [("Scores", *scores_table(found)), ("Per class on test_all", *per_class_table(found)),
+            ("Calibration", *calibration_table(found)), ("Cost", *cost_table(found))]
+
+
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def _markdown(sections: list[Table], images: list[tuple[str, str]], title: str) -> str:
+    lines = [f"# {title}", "", _PROTOCOL]
+    for caption, head, rows in sections:
+        lines += ["", f"## {caption}", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
     for caption, name in images:
         lines += ["", f"## {caption}", "", f"![{caption}]({name})"]
     return "\n".join(lines) + "\n"
 
 
-def _html(head: list[str], rows: list[list[str]], images: list[tuple[str, str]], out: Path,
-          title: str) -> str:
+def _html(sections: list[Table], images: list[tuple[str, str]], out: Path, title: str) -> str:
     def cell(text: str, tag: str) -> str:
         italic = re.fullmatch(r"\*(.*)\*", text)
         inner = f"<em>{html.escape(italic[1])}</em>" if italic else html.escape(text)
         return f"<{tag}>{inner}</{tag}>"
 
-    body = ["<table>", "<tr>" + "".join(cell(h, "th") for h in head) + "</tr>"]
-    body += ["<tr>" + "".join(cell(c, "td") for c in row) + "</tr>" for row in rows]
-    body.append("</table>")
+    body = []
+    for caption, head, rows in sections:
+        body += [f"<h2>{html.escape(caption)}</h2>", "<table>",
+                 "<tr>" + "".join(cell(h, "th") for h in head) + "</tr>"]
+        body += ["<tr>" + "".join(cell(c, "td") for c in row) + "</tr>" for row in rows]
+        body.append("</table>")
     for caption, name in images:
         data = base64.b64encode((out / name).read_bytes()).decode()
         body += [f"<h2>{html.escape(caption)}</h2>",
@@ -226,7 +360,8 @@ def _html(head: list[str], rows: list[list[str]], images: list[tuple[str, str]],
 _PROTOCOL = ("Trained on Training minus a stratified, seeded validation carve; the carve alone "
              "chose hyper-parameters, pruning and models. test_private = PrivateTest, "
              "test_public = PublicTest, test_all = both (the 7,178 images of the seed's "
-             "slides). Macro precision / recall / F1 and per-class F1 on test_all. "
+             "slides). Brackets: 95% bootstrap intervals over the images (1,000 resamples). "
+             "Probabilities are calibrated by one temperature fitted on the validation carve. "
              "Reference rows are the seed team's published accuracies, not runs.")
 
 
@@ -251,21 +386,24 @@ def write_report(out: str | Path, experiment: str = "fer-lab", selection: str = 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for study in found:
-            _fetch(study, Path(tmp))
+            _fetch(study, Path(tmp), experiment)
         _plot_confusions(found, out / "confusion_matrices.png")
         _plot_f1(found, out / "per_class_f1.png")
-        images = [("Row-normalised confusion matrices (test_all)", "confusion_matrices.png"),
+        images = [("Confusion matrices (test_all)", "confusion_matrices.png"),
                   ("Per-class F1 (test_all)", "per_class_f1.png")]
-        for study in found:
-            if study.history_png is not None:
-                name = f"optimization_history_{study.family}.png"
-                shutil.copyfile(study.history_png, out / name)
-                images.append((f"Optimisation history: {study.family}", name))
+        for kind, caption, attribute in (
+                ("confident_mistakes", "Most confident mistakes", "mistakes_png"),
+                ("optimization_history", "Optimisation history", "history_png")):
+            for study in found:
+                if getattr(study, attribute) is not None:
+                    name = f"{kind}_{study.family}.png"
+                    shutil.copyfile(getattr(study, attribute), out / name)
+                    images.append((f"{caption}: {study.family}", name))
     title = f"fer-lab: model comparison ({selection} study per family, experiment {experiment})"
-    head, rows = table(found)
-    (out / "report.md").write_text(_markdown(head, rows, images, title))
+    sections = tables(found)
+    (out / "report.md").write_text(_markdown(sections, images, title))
     page = out / "report.html"
-    page.write_text(_html(head, rows, images, out, title))
+    page.write_text(_html(sections, images, out, title))
     return page
 
 

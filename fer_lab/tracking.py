@@ -107,8 +107,8 @@ def log_scores(prefix: str, values: Mapping[str, float], step: int | None = None
     mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in values.items()}, step=step)
 
 
-def log_evaluation(split: str, y_true: np.ndarray, raw: np.ndarray,
-                   temperature: float = 1.0) -> dict[str, float]:
+def log_evaluation(split: str, y_true: np.ndarray, raw: np.ndarray, temperature: float = 1.0,
+                   X: np.ndarray | None = None) -> dict[str, float]:
     """Scores one split's probabilities and logs the files of its evaluation.
 
     ``raw`` are the model's own probabilities; ``temperature`` calibrates them
@@ -117,7 +117,8 @@ def log_evaluation(split: str, y_true: np.ndarray, raw: np.ndarray,
     ``ece_uncalibrated``; ``{accuracy,macro_f1}_ci95_{low,high}`` are bootstrap intervals.
     Files under ``evaluation/``: confusion matrices, classification report, the
     reliability diagram and its bins, and every image's label, prediction and calibrated
-    probabilities (``predictions_<split>.csv``, for paired comparisons of models).
+    probabilities (``predictions_<split>.csv``, for paired comparisons of models), and
+    given the faces ``X``, a gallery of the most confident mistakes.
 
     Returns:
         The metrics, without the split's prefix.
@@ -129,6 +130,11 @@ def log_evaluation(split: str, y_true: np.ndarray, raw: np.ndarray,
     if split == "test_all":
         metrics.update(evaluation.per_class(y_true, y_pred))
     log_predictions(split, y_true, y_pred, proba, raw)
+    if X is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"confident_mistakes_{split}.png"
+            evaluation.write_mistakes(X, y_true, proba, path, split.replace("_", " "))
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
     return metrics
 
 

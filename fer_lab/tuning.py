@@ -315,10 +315,12 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
     y_val, raw_val, _ = predictions["val"]
     temperature = calibration.fit_temperature(raw_val, y_val)
     metrics["calibration_temperature"] = temperature
+    faces = {"test_all": np.concatenate([p.X for p in splits.test_parts().values()])} \
+        if splits.test_parts() else {}  # in predict_splits' order
     for name, (y_true, raw, seconds) in predictions.items():
         metrics[f"{name}_predict_seconds"] = seconds
-        metrics.update({f"{name}_{k}": v for k, v in
-                        tracking.log_evaluation(name, y_true, raw, temperature).items()})
+        metrics.update({f"{name}_{k}": v for k, v in tracking.log_evaluation(
+            name, y_true, raw, temperature, X=faces.get(name)).items()})
     return metrics, pyfunc.log_model(model, splits.val.X[:2], temperature)
 
 

@@ -16,7 +16,7 @@ from conftest import mlflow_server
 from fer_lab import machine
 from fer_lab.data import EMOTIONS
 from fer_lab.models import families
-from fer_lab.report import SCORE_COLUMNS, SEED_FIGURES
+from fer_lab.report import CALIBRATION_COLUMNS, SCORE_COLUMNS, SEED_FIGURES
 
 # The main job runs every family's study (about 2 minutes): slow.
 # One xdist worker runs the module: its tests share the main job's run.
@@ -112,24 +112,33 @@ def test_report_names_every_family_and_metric(main_run):
     html = (tmp / "report" / "report.html").read_text()
     markdown = (tmp / "report" / "report.md").read_text()
     # a row of its own per family (the reference rows name families too: not enough)
-    rows = [line.split(" | ") for line in markdown.splitlines() if line.startswith("| ")]
-    assert {row[0].removeprefix("| ") for row in rows} >= set(families())
+    def rows(section: str) -> list[list[str]]:
+        text = markdown.split(f"## {section}\n")[1].split("\n## ")[0]
+        return [line.removeprefix("| ").removesuffix(" |").split(" | ")
+                for line in text.splitlines() if line.startswith("| ")]
+
+    assert {row[0] for row in rows("Scores")} >= set(families())
     for family in families():
         assert f"<td>{family}</td>" in html
-    machine_column = rows[0].index("machine")
-    assert all(machine.isa() in row[machine_column]
-               for row in rows if row[0].removeprefix("| ") in families())
+    cost = rows("Cost")
+    machine_column = cost[0].index("machine")
+    assert all(machine.isa() in row[machine_column] for row in cost[1:])
+    scores = rows("Scores")
+    test_all = scores[0].index("test_all acc")
+    assert all("[" in row[test_all] for row in scores[1:] if row[0] in families())  # intervals
     for text in (html, markdown):
-        for heading, _ in SCORE_COLUMNS:
+        for heading, _ in SCORE_COLUMNS + CALIBRATION_COLUMNS:
             assert heading in text
         for emotion in EMOTIONS:
-            assert f"F1 {emotion}" in text
+            assert f"{emotion} P/R/F1" in text
         for column in ("trials (complete/pruned/failed)", "search s", "refit s", "machine",
-                       "best parameters"):
+                       "best parameters", "predict img/s", "model MB",
+                       "best vs this (McNemar, test_all)"):
             assert column in text
         for family, accuracy in SEED_FIGURES.items():
             assert f"seed slides: {family} (reference)" in text and f"{accuracy:.2f}" in text
-    assert html.count("data:image/png;base64,") >= 2 + len(families())  # self-contained
+    assert html.count("data:image/png;base64,") >= 2 + 2 * len(families())  # self-contained
+    assert "Most confident mistakes: cnn" in markdown
     assert "Optimisation history: svm" in markdown
     for png in ("confusion_matrices.png", "per_class_f1.png", "optimization_history_cnn.png"):
         assert (tmp / "report" / png).stat().st_size > 1000
