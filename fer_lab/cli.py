@@ -103,7 +103,13 @@ def _predict(args: argparse.Namespace) -> int:
     if not found:
         print("no face to classify", file=sys.stderr)
         return 1
-    table = predict.classify(registry.load_model(args.model), found)
+    if args.explain and not args.out:
+        raise ValueError("--explain writes images: give the folder with --out DIR")
+    model = registry.load_model(args.model)
+    table = predict.classify(model, found)
+    if args.explain:
+        written = predict.explain_faces(model, found, table, args.out, args.explain_method)
+        print(f"explanations: {len(written)} images in {args.out}", file=sys.stderr)
     if args.csv:
         table.to_csv(sys.stdout, index=False, float_format="%.4f")
     else:
@@ -265,6 +271,12 @@ def parser() -> argparse.ArgumentParser:
                          "(default: each file is one face)")
     pr.add_argument("--csv", action="store_true",
                     help="CSV with every class probability (default: a table)")
+    pr.add_argument("--explain", action="store_true",
+                    help="also write a heat map over each face of where the evidence for "
+                         "its emotion is (needs --out)")
+    pr.add_argument("--explain-method", choices=["auto", "gradcam", "occlusion"],
+                    default="auto", help="auto: Grad-CAM for a CNN, occlusion otherwise")
+    pr.add_argument("--out", help="folder for --explain's images")
     pr.set_defaults(run=_predict)
 
     ev = command("evaluate", "score a model on any labelled faces (FER2013's splits, an "

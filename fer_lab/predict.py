@@ -110,3 +110,21 @@ def classify(model, found: list[Face]) -> pd.DataFrame:
     out.insert(1, "box", ["" if f.box is None else "{},{},{},{}".format(*f.box) for f in found])
     out["confidence"] = out[list(EMOTIONS)].max(axis=1)
     return out[columns]
+
+
+def explain_faces(model, found: list[Face], table: pd.DataFrame, out: Path,
+                  method: str = "auto") -> list[Path]:
+    """Writes one overlay PNG per classified face into ``out``: the heat map of the class
+    it was given (``fer_lab.explain``), named ``<n>_<file>_<emotion>.png``."""
+    import re
+
+    from fer_lab import explain
+    from fer_lab.data import EMOTIONS
+
+    estimator = model.unwrap_python_model().estimator
+    targets = np.array([EMOTIONS.index(e) for e in table["emotion"]])
+    pixels = np.stack([f.pixels for f in found])
+    maps = explain.explain(estimator, pixels, targets, method)
+    names = [f"{i:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(f.source).name)}_{emotion}"
+             for i, (f, emotion) in enumerate(zip(found, table["emotion"]))]
+    return explain.write_overlays(pixels, maps, names, Path(out))

@@ -24,7 +24,7 @@ import optuna
 from sklearn.model_selection import train_test_split
 
 from fer_lab import data as fer_data
-from fer_lab import calibration, evaluation, parallel, pyfunc, registry, tracking
+from fer_lab import calibration, evaluation, explain, parallel, pyfunc, registry, tracking
 from fer_lab.config import TuneConfig
 from fer_lab.models import create
 
@@ -321,6 +321,11 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
         metrics[f"{name}_predict_seconds"] = seconds
         metrics.update({f"{name}_{k}": v for k, v in tracking.log_evaluation(
             name, y_true, raw, temperature, X=faces.get(name)).items()})
+    if "test_all" in faces:
+        y_true, raw, _ = predictions["test_all"]
+        with tempfile.TemporaryDirectory() as tmp:
+            explain.write_study_explanations(model, faces["test_all"], y_true, raw, Path(tmp))
+            mlflow.log_artifacts(tmp, artifact_path="explanations")
     return metrics, pyfunc.log_model(model, splits.val.X[:2], temperature)
 
 

@@ -44,6 +44,24 @@ def test_predict_classifies_a_folder_of_images_of_several_sizes(champion, tmp_pa
         assert name == str(path) and emotion in EMOTIONS and 0 < float(confidence) <= 1
 
 
+def test_predict_explains_each_face_with_an_overlay(champion, tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    paths = write_faces(tmp_path / "faces", champion.X[:3])
+    out = tmp_path / "why"
+    assert cli.main(["predict", *map(str, paths), "--explain", "--out", str(out)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()[1:]
+    written = sorted(out.glob("*.png"))
+    assert len(written) == 3
+    for line, png in zip(table, written):  # named for the face and the emotion it was given
+        file, emotion, _ = line.split()
+        assert Path(file).name in png.name and png.stem.endswith(emotion)
+        with PILImage.open(png) as image:
+            assert image.size == (192, 192) and image.mode == "RGB"
+    assert cli.main(["predict", str(paths[0]), "--explain"]) == 1
+    assert "--out" in capsys.readouterr().err
+
+
 def test_predict_reads_a_kaggle_csv_and_writes_csv(champion, tmp_path, capsys):
     csv = tmp_path / "faces.csv"
     csv.write_text("emotion,pixels,Usage\n" + "".join(

@@ -88,7 +88,9 @@ def test_study_is_tracked(family, tracking, tmp_path, dataset):
     assert numbers["calibrated"]["ece"] == pytest.approx(m["val_ece"])
     assert numbers["uncalibrated"]["ece"] == pytest.approx(m["val_ece_uncalibrated"])
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "optuna"} <= top
+    assert {"config.yaml", "optuna", "explanations"} <= top
+    assert {"explanations/class_means.png", "explanations/confident_mistakes.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "explanations")}
     if family == "cnn":  # trains in epochs: curves, checkpoint and per-epoch refit metrics
         training = {a.path for a in client.list_artifacts(parent.info.run_id, "training")}
         assert training == {"training/curves.png", "training/best.pt"}

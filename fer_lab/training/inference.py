@@ -38,7 +38,6 @@ def tta_views(x: Tensor, mode: str) -> list[Tensor]:
     return views + [v.flip(3) for v in views]
 
 
-@torch.inference_mode()
 def predict_logits(net: nn.Module, X: np.ndarray, *, pixel_mean: float, pixel_std: float,
                    setting: Setting = FP32, tta: str = "none",
                    per_view: bool = False) -> np.ndarray:
@@ -53,10 +52,13 @@ def predict_logits(net: nn.Module, X: np.ndarray, *, pixel_mean: float, pixel_st
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, not {tta!r}")
-    net.eval().to(memory_format=setting.memory_format)
+    # Outside inference mode: weights converted inside it would become inference tensors,
+    # which no later backward pass (an explanation's, a further fit's) could use.
+    with torch.no_grad():
+        net.eval().to(memory_format=setting.memory_format)
     images = to_images(X)
     out = [torch.empty(len(CROP_VIEWS[tta]) if per_view else 1, 0, N_CLASSES)]
-    with setting.autocast("cpu"):
+    with torch.inference_mode(), setting.autocast("cpu"):
         for start in range(0, len(images), EVAL_BATCH):
             x = to_input(images[start:start + EVAL_BATCH], pixel_mean, pixel_std, False)
             logits = torch.stack([net(v.contiguous(memory_format=setting.memory_format)).float()
