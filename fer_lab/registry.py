@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import mlflow
@@ -18,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from fer_lab import tracking
+from fer_lab import __version__, tracking
 from fer_lab.models import families
 
 CHAMPION = "champion"
@@ -44,7 +43,7 @@ def code_version() -> str:
             return f"git:{out.stdout.strip()}"
     except (OSError, subprocess.SubprocessError):
         pass
-    return f"fer-lab=={metadata.version('fer-lab')}"
+    return f"fer-lab=={__version__}"  # "0+unknown" from a source copy never installed
 
 
 @dataclass(frozen=True)

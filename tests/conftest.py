@@ -37,7 +37,8 @@ def pytest_configure(config):
 
 # The longest modules first, so that under xdist the two workers finish together instead
 # of one running the main job alone at the end.
-LONGEST_FIRST = ("test_compare.py", "test_parallel.py", "test_real_data.py", "test_tuning.py")
+LONGEST_FIRST = ("test_compare.py", "test_environments.py", "test_parallel.py",
+                 "test_real_data.py", "test_tuning.py")
 
 
 def pytest_collection_modifyitems(config, items):
