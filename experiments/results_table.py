@@ -1,4 +1,5 @@
-"""Prints a Markdown table of the latest study per family from an MLflow tracking store.
+"""Prints Markdown tables of the latest study per family from an MLflow tracking store:
+scores and times, then the 95% intervals and the calibration.
 
     MLFLOW_TRACKING_URI=sqlite:///mlflow.db python experiments/results_table.py [--experiment fer-lab]
 
@@ -39,6 +40,30 @@ def main() -> None:
             trials, f"{m.get('search_seconds', 0):.0f}", f"{m.get('fit_seconds', 0):.0f}",
             f"{wall:.1f}", run.data.tags.get("fer.isa", "?"), run.info.run_id[:8]]
         print("| " + " | ".join(cells) + " |")
+    print()
+    split_heads = [f"{split} acc [95% CI]" for split in SPLITS]
+    head = ["family", *split_heads, "temperature", *[f"{h} ECE before / after" for h in SPLITS],
+            "test_all NLL", "test_all Brier"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for family, run in sorted(latest.items()):
+        m = run.data.metrics
+        cells = [family] + [interval(m, split) for split in SPLITS] + [
+            f"{m['calibration_temperature']:.3f}" if "calibration_temperature" in m else ""] + [
+            f"{m[f'{s}_ece_uncalibrated']:.4f} / {m[f'{s}_ece']:.4f}"
+            if f"{s}_ece" in m else "" for s in SPLITS] + [
+            f"{m[k]:.4f}" if k in m else "" for k in ("test_all_nll", "test_all_brier")]
+        print("| " + " | ".join(cells) + " |")
+
+
+SPLITS = ("val", "test_private", "test_all")
+
+
+def interval(m: dict[str, float], split: str) -> str:
+    key = f"{split}_accuracy"
+    if f"{key}_ci95_low" not in m:
+        return f"{m[key]:.4f}" if key in m else ""
+    return f"{m[key]:.4f} [{m[f'{key}_ci95_low']:.4f}, {m[f'{key}_ci95_high']:.4f}]"
 
 
 if __name__ == "__main__":

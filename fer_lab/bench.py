@@ -60,7 +60,8 @@ def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
                                  "max_minutes": None, "tta": "none"})
         started = time.perf_counter()
         # Lightning's progress bar writes to stdout, which is the table's (or the JSON's).
-        with mlflow.start_run(), contextlib.redirect_stdout(sys.stderr):
+        with mlflow.start_run(experiment_id=experiment), \
+                contextlib.redirect_stdout(sys.stderr):
             model.fit(X, y, eval_set=(X_val, y_val),
                       report=lambda metrics: mlflow.log_metrics(dict(metrics), step=0))
         return time.perf_counter() - started
@@ -68,6 +69,9 @@ def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
     previous = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        # An experiment of the temporary store's own: the process's active one (a study's,
+        # a test's) does not exist there.
+        experiment = mlflow.create_experiment("fer-lab bench")
         try:
             fit_seconds(warmup)
             return batch * steps / (fit_seconds(warmup + steps) - fit_seconds(warmup))

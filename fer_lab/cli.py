@@ -273,10 +273,10 @@ def parser() -> argparse.ArgumentParser:
                     help="CSV with every class probability (default: a table)")
     pr.add_argument("--explain", action="store_true",
                     help="also write a heat map over each face of where the evidence for "
-                         "its emotion is (needs --out)")
+                         "its emotion is (needs --out; default: no explanations)")
     pr.add_argument("--explain-method", choices=["auto", "gradcam", "occlusion"],
                     default="auto", help="auto: Grad-CAM for a CNN, occlusion otherwise")
-    pr.add_argument("--out", help="folder for --explain's images")
+    pr.add_argument("--out", help="folder for --explain's images (default: none)")
     pr.set_defaults(run=_predict)
 
     ev = command("evaluate", "score a model on any labelled faces (FER2013's splits, an "

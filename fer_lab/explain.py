@@ -152,18 +152,24 @@ def write_class_means(X: np.ndarray, y: np.ndarray, proba: np.ndarray, maps: np.
     return path
 
 
+OCCLUSION_PER_CLASS = 30  # faces per class for a study's mean maps by occlusion (121 probes each)
+
+
 def write_study_explanations(estimator, X: np.ndarray, y: np.ndarray, proba: np.ndarray,
-                             folder: Path, per_class: int = 30, mistakes: int = 12,
+                             folder: Path, per_class: int | None = None, mistakes: int = 12,
                              seed: int = 0) -> list[Path]:
-    """A study's ``explanations/``: per class the mean map over (up to ``per_class``,
-    seeded) correctly classified faces, and the ``mistakes`` most confident mistakes with
-    the maps of the class they were taken for. ``proba`` are the model's probabilities of
-    ``X`` (test_all)."""
+    """A study's ``explanations/``: per class the mean map over its correctly classified
+    faces (all of them with Grad-CAM, one backward pass per batch; a seeded
+    ``OCCLUSION_PER_CLASS`` with occlusion, unless ``per_class`` says), and the
+    ``mistakes`` most confident mistakes with the maps of the class they were taken for.
+    ``proba`` are the model's probabilities of ``X`` (test_all)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if per_class is None:
+        per_class = len(X) if method_for(estimator) == "gradcam" else OCCLUSION_PER_CLASS
     rng = np.random.default_rng(seed)
     pred = proba.argmax(axis=1)
     right = [rng.permutation(np.flatnonzero((y == c) & (pred == c)))[:per_class]

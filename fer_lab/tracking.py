@@ -162,4 +162,8 @@ def log_json(data: Any, name: str) -> None:
 
 
 def log_figure(fig, name: str) -> None:
+    """Logs a matplotlib figure, then closes it (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
     mlflow.log_figure(fig, name)
+    plt.close(fig)

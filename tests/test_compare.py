@@ -19,14 +19,12 @@ from fer_lab.models import families
 from fer_lab.report import CALIBRATION_COLUMNS, SCORE_COLUMNS, SEED_FIGURES
 
 # The main job runs every family's study (about 2 minutes): slow.
-# One xdist worker runs the module: its tests share the main job's run.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("main_job")]
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 STUDY_METRICS = [metric for _, metric in SCORE_COLUMNS] + [
     "fit_seconds", "search_seconds", "trials_complete", "trials_pruned", "trials_failed"]
 
 
-@pytest.fixture(scope="module")
 def main_run(tmp_path_factory):
     """Runs the README's main job on small synthetic data in a temp folder."""
     tmp = tmp_path_factory.mktemp("main")
@@ -49,12 +47,16 @@ def main_run(tmp_path_factory):
     return tmp, uri, done.stdout
 
 
-@pytest.fixture(scope="module")
-def server(main_run):
-    tmp, uri, _ = main_run
+def test_the_main_job_end_to_end(tmp_path_factory):
+    """One test for one (minutes-long) main job: under pytest-xdist a module fixture shared
+    by several tests can be set up once per worker, and this one is the suite's longest."""
+    run = main_run(tmp_path_factory)
+    tmp, uri, _ = run
     with mlflow_server(["server", "--backend-store-uri", uri, "--workers", "1"], "/health",
                        tmp / "server.log", cwd=tmp) as url:
-        yield url
+        every_study_its_trials_metrics_and_files_are_in_the_tracking_server(url)
+    main_promoted_the_best_model(run)
+    report_names_every_family_and_metric(run)
 
 
 def api(url: str, endpoint: str, payload: dict | None = None, **query) -> dict:
@@ -67,7 +69,7 @@ def api(url: str, endpoint: str, payload: dict | None = None, **query) -> dict:
         return json.loads(response.read())
 
 
-def test_every_study_its_trials_metrics_and_files_are_in_the_tracking_server(server):
+def every_study_its_trials_metrics_and_files_are_in_the_tracking_server(server):
     experiment = api(server, "experiments/get-by-name", experiment_name="fer-lab")["experiment"]
     runs = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                        "max_results": 1000})["runs"]
@@ -99,7 +101,7 @@ def test_every_study_its_trials_metrics_and_files_are_in_the_tracking_server(ser
             "report/per_class_f1.png"} <= files
 
 
-def test_main_promoted_the_best_model(main_run):
+def main_promoted_the_best_model(main_run):
     _, uri, stdout = main_run
     mlflow.set_tracking_uri(uri)
     champion = mlflow.MlflowClient().get_model_version_by_alias("fer-emotion", "champion")
@@ -107,7 +109,7 @@ def test_main_promoted_the_best_model(main_run):
     assert "promoted:" in stdout
 
 
-def test_report_names_every_family_and_metric(main_run):
+def report_names_every_family_and_metric(main_run):
     tmp = main_run[0]
     html = (tmp / "report" / "report.html").read_text()
     markdown = (tmp / "report" / "report.md").read_text()
