@@ -222,6 +222,7 @@ def test_a_diverging_fit_fails_loudly_instead_of_training_on_nan(splits):
         model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(nets.ARCHITECTURES))
 def test_every_architecture_runs_a_study_tracked_in_mlflow(arch, tracking, tmp_path):
     import dataclasses

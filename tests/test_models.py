@@ -19,7 +19,8 @@ def test_unknown_family_lists_the_known_ones():
         create("no-such-model")
 
 
-@pytest.mark.parametrize("family", families())
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "cnn" else f
+                                    for f in families()])
 def test_fit_predict_contract(family, splits):
     # Budgeted in steps, not minutes: a time cap would leave the fit untrained on a slow
     # machine and make the accuracy check below depend on the machine's speed.

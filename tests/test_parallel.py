@@ -100,6 +100,7 @@ def test_workers_opening_a_fresh_postgresql_at_once_all_get_the_storage(postgres
         assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
 
 
+@pytest.mark.slow
 def test_three_workers_on_postgresql_run_exactly_the_trials_asked(postgres, tmp_path):
     """The team set-up: Optuna on PostgreSQL, an MLflow server on PostgreSQL, 3 workers."""
     optuna_db, mlflow_db = postgres
@@ -198,6 +199,7 @@ def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_p
                                                       ["FAILED", "FINISHED"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_data_same_command_same_trials(tracking, tmp_path):
     from fer_lab.config import TuneConfig, load_family
     from fer_lab.tuning import tune
@@ -245,6 +247,7 @@ def test_devices_are_refused_for_families_without_lightning(tmp_path, capsys):
     assert "apply to families trained with Lightning" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_ranks_keep_the_time_budget_and_stop_together():
     from fer_lab.data import load, split
     from fer_lab.models import create

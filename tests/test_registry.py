@@ -45,6 +45,7 @@ def champion(name):
     return MlflowClient().get_model_version_by_alias(name, registry.CHAMPION).version
 
 
+@pytest.mark.slow
 def test_champion_moves_only_to_a_better_model_on_the_same_data(fresh_tracking, estimator, splits):
     first = register(estimator, splits, "knn", 0.50)
     assert first.champion and "first champion" in first.reason
@@ -63,6 +64,7 @@ def test_champion_moves_only_to_a_better_model_on_the_same_data(fresh_tracking, 
     assert "does not beat" in version.tags["fer.champion_decision"]
 
 
+@pytest.mark.slow
 def test_promote_points_fer_emotion_at_the_best_champion_and_is_idempotent(
         fresh_tracking, estimator, splits):
     with pytest.raises(LookupError, match="no family has a champion"):

@@ -149,6 +149,7 @@ def test_pruning_stops_weak_trials_early(tracking, tmp_path, dataset):
     assert len(pruned_runs) == states.count(optuna.trial.TrialState.PRUNED)
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tracking, tmp_path, dataset):
     config = quick_config("knn", tmp_path, trials=3)
     # trial 0 runs the defaults; later ones ask for more neighbours than there are rows
