@@ -106,7 +106,7 @@ def studies(experiment: str, selection: str = "latest", parent: str | None = Non
     return [Study(f, r) for f, r in sorted(found.items())]
 
 
-def _fetch(study: Study, tmp: Path, experiment: str) -> None:
+def _fetch(study: Study, tmp: Path) -> None:
     """Downloads what the report shows of a study beyond its metrics."""
     from fer_lab import evaluation
 
@@ -386,7 +386,7 @@ def write_report(out: str | Path, experiment: str = "fer-lab", selection: str = 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for study in found:
-            _fetch(study, Path(tmp), experiment)
+            _fetch(study, Path(tmp))
         _plot_confusions(found, out / "confusion_matrices.png")
         _plot_f1(found, out / "per_class_f1.png")
         images = [("Confusion matrices (test_all)", "confusion_matrices.png"),
