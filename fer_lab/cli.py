@@ -8,6 +8,7 @@ import sys
 
 from fer_lab import __version__
 from fer_lab import data as fer_data
+from fer_lab.analysis.analyzer import DETECT_INTERVAL
 from fer_lab.config import BUDGETS, DEFAULT_BUDGET, DEFAULT_STORAGE, MAIN_JOB_BUDGET
 
 
@@ -99,7 +100,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     found = list(predict.faces(predict.expand(args.paths), detect=args.detect_faces,
                                no_face=lambda path: print(f"{path}: no face found",
-                                                          file=sys.stderr)))
+                                                          file=sys.stderr),
+                               detector=args.detector))
     if not found:
         print("no face to classify", file=sys.stderr)
         return 1
@@ -117,6 +119,30 @@ def _predict(args: argparse.Namespace) -> int:
             else table[["file", "emotion", "confidence"]]
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from fer_lab.analysis import job
+    from fer_lab.analysis.analyzer import Analyzer
+
+    if args.every < 1:
+        raise ValueError(f"--every must be at least 1, not {args.every}")
+    analyzer = Analyzer(args.model, detector=args.detector, tta=args.tta,
+                        detect_interval=args.detect_interval)
+    outcome = job.analyze(args.sources, analyzer, args.out, every=args.every, fps=args.fps,
+                          max_seconds=args.max_seconds, annotate=args.annotate,
+                          experiment=None if args.no_log else args.experiment)
+    for error in outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    faces = outcome.frames[outcome.frames["face_id"].notna()]
+    print(f"{outcome.frames_analysed} frames analysed in {outcome.seconds:.1f} s "
+          f"({outcome.fps:.1f} frames/s), {len(faces)} faces classified"
+          + (" (interrupted)" if outcome.interrupted else ""))
+    for path in outcome.written:
+        print(f"  {path}")
+    if outcome.run_id:
+        print(f"MLflow run {outcome.run_id} (fer.role=analysis)")
+    return 1 if outcome.errors or not outcome.frames_analysed else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -267,8 +293,11 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="models:/fer-emotion@champion",
                     help="an MLflow model URI")
     pr.add_argument("--detect-faces", action="store_true",
-                    help="find the faces in full photos (OpenCV) and classify each "
+                    help="find the faces in full photos and classify each "
                          "(default: each file is one face)")
+    pr.add_argument("--detector", default="auto",
+                    help="face detector for --detect-faces: auto (hog where dlib is "
+                         "installed, else haar), hog or haar (default: %(default)s)")
     pr.add_argument("--csv", action="store_true",
                     help="CSV with every class probability (default: a table)")
     pr.add_argument("--explain", action="store_true",
@@ -278,6 +307,43 @@ def parser() -> argparse.ArgumentParser:
                     default="auto", help="auto: Grad-CAM for a CNN, occlusion otherwise")
     pr.add_argument("--out", help="folder for --explain's images (default: none)")
     pr.set_defaults(run=_predict)
+
+    an = command("analyze", "who felt what, and when: faces found, tracked and classified "
+                 "in videos, webcams and photos")
+    an.add_argument("sources", nargs="+", metavar="SOURCE",
+                    help="video files (mp4, avi, mov, webm, ...), webcam indices (0), "
+                         "images or folders of images")
+    an.add_argument("--model", default="models:/fer-emotion@champion",
+                    help="an MLflow model URI (default: %(default)s)")
+    an.add_argument("--every", type=int, default=1,
+                    help="analyse every Nth frame (default: every frame)")
+    an.add_argument("--fps", type=float,
+                    help="analyse at most this many frames per second of video "
+                         "(default: as --every says)")
+    an.add_argument("--out", default="analysis",
+                    help="folder for frames.csv, summary.json, timeline.png, "
+                         "annotated.mp4 (default: %(default)s)")
+    an.add_argument("--annotate", action="store_true",
+                    help="also write the video with boxes, ids and emotions drawn "
+                         "(default: no)")
+    an.add_argument("--detector", default="auto",
+                    help="face detector: auto (hog where dlib is installed, else haar), "
+                         "hog or haar (default: %(default)s)")
+    an.add_argument("--detect-interval", type=float, default=DETECT_INTERVAL,
+                    help="seconds of video between face detections; boxes are held in "
+                         "between, so a face is found up to this late; 0: every analysed "
+                         "frame (default: %(default)s)")
+    an.add_argument("--tta", choices=["none", "flip", "crops", "model"], default="none",
+                    help="a CNN's test-time augmentation: none is the fastest, model is "
+                         "what it was registered with (default: %(default)s)")
+    an.add_argument("--max-seconds", type=float,
+                    help="stop after this many seconds of video (a webcam's: of wall "
+                         "time; default: the whole source, or Ctrl-C)")
+    an.add_argument("--experiment", default="fer-lab",
+                    help="MLflow experiment of the analysis run (default: %(default)s)")
+    an.add_argument("--no-log", action="store_true",
+                    help="record no MLflow run (default: record one)")
+    an.set_defaults(run=_analyze)
 
     ev = command("evaluate", "score a model on any labelled faces (FER2013's splits, an "
                  "<emotion>/ folder such as CK+, photos), recorded as an MLflow run")

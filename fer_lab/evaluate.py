@@ -135,7 +135,7 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab") -> dict[
     raw = model.predict(faces.X, params={"calibrated": False})[list(EMOTIONS)].to_numpy()
     tags = {"fer.model_uri": model_uri, "fer.data_digest": faces.digest,
             "fer.data_source": faces.source, "fer.split": faces.split,
-            **_model_tags(model_uri)}
+            **model_tags(model_uri)}
     name = f"evaluate · {tags.get('fer.model', model_uri)} · {Path(faces.source).name}"
     with tracking.top_run(experiment, name, ROLE, tags):
         metrics = tracking.log_evaluation(faces.split, faces.y, raw, temperature, X=faces.X)
@@ -151,7 +151,7 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab") -> dict[
     return metrics
 
 
-def _model_tags(model_uri: str) -> dict[str, str]:
+def model_tags(model_uri: str) -> dict[str, str]:
     """``fer.model_run_id`` (the run that logged the model: a study's, which the report
     joins on), and for a registered model's URI (``models:/name/3``, ``models:/name@alias``)
     ``fer.model`` (``name/version``) and ``fer.family``."""

@@ -1,8 +1,8 @@
 """Classifying images, folders and Kaggle-style CSV files with a logged or registered model.
 
-An image is one face crop unless faces are detected: then OpenCV's bundled frontal-face
-Haar cascade (``opencv-python-headless``, no download) finds the faces in a full photo and
-each one is classified with its box.
+An image is one face crop unless faces are detected: then the faces of a full photo are
+found and cropped as ``fer-lab analyze`` finds and crops them (``fer_lab.analysis.detect``),
+and each one is classified with its box.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fer_lab.analysis import detect as face_detection
 from fer_lab.pyfunc import InputError, face_pixels, open_grey, parse_pixels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -50,18 +51,9 @@ def _is_input(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or path.name.lower().endswith(CSV_SUFFIXES)
 
 
-def detect_faces(grey: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
-    """Face boxes ``(x, y, w, h)`` in a grey image, largest first (OpenCV Haar cascade)."""
-    import cv2
-
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
-                                     minSize=(min_size, min_size))
-    return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
-
-
 def faces(paths: Iterable[Path], detect: bool = False,
-          no_face: Callable[[Path], None] | None = None) -> Iterator[Face]:
+          no_face: Callable[[Path], None] | None = None,
+          detector: str = "auto") -> Iterator[Face]:
     """The faces in image files (each a crop, or the detected faces) and CSV files (a
     ``pixels`` column, as Kaggle's files and ICML's ``emotion, Usage, pixels`` have it;
     rows named ``file:row``).
@@ -70,7 +62,9 @@ def faces(paths: Iterable[Path], detect: bool = False,
         paths: files to read.
         detect: find the faces in each image instead of taking it as one face.
         no_face: called with an image in which detection found no face.
+        detector: the face detector's name (``fer_lab.analysis.detect``).
     """
+    finder = None
     for path in paths:
         if path.name.lower().endswith(CSV_SUFFIXES):
             frame = pd.read_csv(path, usecols=lambda c: c.strip() == "pixels")
@@ -90,11 +84,14 @@ def faces(paths: Iterable[Path], detect: bool = False,
         if not detect:
             yield Face(str(path), face_pixels(image))
             continue
-        boxes = detect_faces(np.asarray(image))
+        if finder is None:
+            finder = face_detection.create(detector)
+        grey = np.asarray(image)
+        boxes = finder(grey)
         if not boxes and no_face is not None:
             no_face(path)
-        for x, y, w, h in boxes:
-            yield Face(str(path), face_pixels(image.crop((x, y, x + w, y + h))), (x, y, w, h))
+        for box in boxes:
+            yield Face(str(path), face_detection.crop(grey, box, finder.margin), box)
 
 
 def classify(model, found: list[Face]) -> pd.DataFrame:

@@ -1,0 +1,242 @@
+"""`fer-lab analyze` and `Analyzer`: faces found, tracked and classified in videos and photos."""
+
+import json
+import shutil
+
+import cv2
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fer_lab import Analyzer, cli, registry
+from fer_lab.analysis import detect
+from fer_lab.analysis.analyzer import DETECT_INTERVAL
+from fer_lab.analysis.tracks import Tracker
+from fer_lab.data import EMOTIONS
+
+MODEL = f"models:/{registry.BEST_MODEL}@{registry.CHAMPION}"
+pytestmark = pytest.mark.xdist_group("analysis")
+
+FPS = 25
+FRAMES = 60
+GONE = range(25, 38)  # frames in which nobody is in view
+
+
+def portrait() -> np.ndarray:
+    """A real face (scikit-image's astronaut photo, shipped in the package), BGR, 110x160."""
+    from skimage import data as skimage_data
+
+    head = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)[40:260, 150:300]
+    return cv2.resize(head, (110, 160))
+
+
+def write_video(path, frames: int = FRAMES, fps: int = FPS):
+    """Two faces (the portrait and its mirror image) on a scene panning sideways; the left
+    face walks right. Both leave during GONE and come back."""
+    from skimage import data as skimage_data
+
+    face = portrait()
+    scene = cv2.resize(cv2.cvtColor(skimage_data.coffee(), cv2.COLOR_RGB2BGR), (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
+    for i in range(frames):
+        frame = np.roll(scene, 4 * i, axis=1)
+        if i not in GONE:
+            x = 40 + 2 * i
+            frame[100:260, x:x + 110] = face
+            frame[220:380, 440:550] = cv2.flip(face, 1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "two_faces.mp4")
+
+
+@pytest.fixture(scope="module")
+def analysed(champion, video, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis")
+    code = cli.main(["analyze", str(video), "--model", MODEL, "--out", str(out), "--annotate"])
+    return code, out
+
+
+def test_a_video_gives_a_row_per_face_per_frame_in_time(analysed):
+    code, out = analysed
+    assert code == 0
+    frames = pd.read_csv(out / "frames.csv")
+    assert list(frames.columns[:11]) == ["source", "file", "frame", "time_s", "face_id", "x",
+                                         "y", "w", "h", "emotion", "confidence"]
+    assert sorted(frames["frame"].unique()) == list(range(FRAMES))  # faceless frames too
+    times = frames.drop_duplicates("frame")["time_s"].to_numpy()
+    assert np.allclose(np.diff(times), 1 / FPS, atol=1e-3) and times[0] == 0
+    empty = frames[frames["face_id"].isna()]
+    assert (empty.groupby("frame").size() == 1).all()  # a frame without a face: one empty row
+    # faces are detected every DETECT_INTERVAL seconds: found back at most that late
+    late = set(empty["frame"]) - set(GONE)
+    assert set(GONE) <= set(empty["frame"]) and max(late, default=GONE.stop) - GONE.stop \
+        < DETECT_INTERVAL * FPS
+    faces = frames[frames["face_id"].notna()]
+    assert np.allclose(faces[list(EMOTIONS)].sum(axis=1), 1, atol=1e-3)
+    assert (faces["emotion"] == faces[list(EMOTIONS)].idxmax(axis=1)).all()
+    assert pd.read_parquet(out / "frames.parquet").shape == frames.shape
+
+
+def test_each_face_keeps_one_id_while_in_view(analysed):
+    _, out = analysed
+    frames = pd.read_csv(out / "frames.csv").dropna(subset=["face_id"])
+    before = frames[frames["frame"] < GONE.start]
+    after = frames[frames["frame"] >= GONE.stop + DETECT_INTERVAL * FPS]
+    assert before.groupby("frame").size().eq(2).all() and after.groupby("frame").size().eq(2).all()
+    # the walking face on the left and the still one on the right: one id each
+    for part in (before, after):
+        left = part[part["x"] < 320]["face_id"].unique()
+        right = part[part["x"] >= 320]["face_id"].unique()
+        assert len(left) == 1 and len(right) == 1 and left[0] != right[0]
+    # 0.5 s out of view: back with new ids
+    assert set(before["face_id"]).isdisjoint(after["face_id"])
+    walking = before[before["x"] < 320].sort_values("frame")["x"].to_numpy()
+    assert walking[-1] > walking[0] + 20  # the box follows the face
+
+
+def test_the_summary_timeline_and_annotated_video(analysed):
+    _, out = analysed
+    summary = json.loads((out / "summary.json").read_text())
+    (source, entry), = summary["sources"].items()
+    assert source.endswith("two_faces.mp4")
+    assert entry["frames_analysed"] == FRAMES
+    assert FRAMES - len(GONE) - DETECT_INTERVAL * FPS <= entry["frames_with_faces"] \
+        <= FRAMES - len(GONE)
+    assert entry["seconds"] == pytest.approx(FRAMES / FPS, abs=0.05)
+    assert len(entry["faces"]) == 4
+    first = entry["faces"]["1"]
+    assert first["first_seen_s"] == 0
+    assert first["last_seen_s"] == pytest.approx((GONE.start - 1) / FPS, abs=1e-3)
+    assert first["seconds_in_view"] == pytest.approx(GONE.start / FPS, abs=1e-3)
+    assert sum(first["share_of_time"].values()) == pytest.approx(1)
+    assert first["dominant_emotion"] == max(first["share_of_time"], key=first["share_of_time"].get)
+    assert entry["all_faces"]["dominant_emotion"] in EMOTIONS
+    with Image.open(out / "timeline.png") as image:
+        assert image.size[1] > 400  # a panel per face
+    annotated = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    ok, first_frame = annotated.read()
+    annotated.release()
+    assert ok and first_frame.shape == (480, 640, 3)
+
+
+def test_the_analysis_is_an_mlflow_run(analysed):
+    runs = mlflow.search_runs(experiment_names=["fer-lab"],
+                              filter_string="tags.`fer.role` = 'analysis'", output_format="list")
+    assert runs
+    run = runs[0]
+    assert run.data.tags["fer.model_uri"] == MODEL
+    assert run.data.tags["fer.model"].startswith(f"{registry.BEST_MODEL}/")
+    assert run.data.metrics["frames_analysed"] == FRAMES
+    assert run.data.metrics["analysis_fps"] > 0
+    names = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "analysis")}
+    assert {"analysis/frames.csv", "analysis/summary.json", "analysis/timeline.png",
+            "analysis/annotated.mp4"} <= names
+
+
+def test_every_and_fps_choose_the_frames(champion, video):
+    analyzer = Analyzer(MODEL, detect_interval=0)
+    every_frame = analyzer.analyze(video)
+    assert set(every_frame[every_frame["face_id"].isna()]["frame"]) == set(GONE)
+    every = analyzer.analyze(video, every=5)
+    assert sorted(every["frame"].unique()) == list(range(0, FRAMES, 5))
+    per_second = analyzer.analyze(video, fps=5)
+    assert sorted(per_second["frame"].unique()) == list(range(0, FRAMES, 5))
+    short = analyzer.analyze(video, max_seconds=1.0)
+    assert short["time_s"].max() <= 1.0 and short["frame"].nunique() == FPS + 1
+
+
+def test_detect_takes_every_image_form(champion, tmp_path):
+    analyzer = Analyzer(MODEL)
+    bgr = cv2.copyMakeBorder(portrait(), 60, 60, 80, 80, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    path = tmp_path / "portrait.png"
+    cv2.imwrite(str(path), bgr)
+    forms = {"path": str(path), "pathlib": path, "bytes": path.read_bytes(), "bgr": bgr,
+             "grey": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), "pil": Image.fromarray(rgb),
+             "float 0..1": bgr.astype(np.float32) / 255}
+    found = {name: analyzer.detect(image) for name, image in forms.items()}
+    found["rgb"] = analyzer.detect(rgb, channels="rgb")
+    reference = found["bgr"]
+    assert len(reference) == 1
+    face = reference[0]
+    x, y, w, h = face["box"]
+    assert 80 <= x + w / 2 <= 80 + 110 and 60 <= y + h / 2 <= 60 + 160
+    assert set(face["emotions"]) == set(EMOTIONS) and face["emotion"] in EMOTIONS
+    assert face["confidence"] == pytest.approx(max(face["emotions"].values()))
+    for name, faces in found.items():
+        assert len(faces) == 1, name
+        assert np.allclose(faces[0]["box"], face["box"], atol=3), name
+        assert faces[0]["emotions"]["happy"] == pytest.approx(face["emotions"]["happy"],
+                                                               abs=0.05), name
+    assert analyzer.detect(np.full((240, 320), 128, np.uint8)) == []
+
+
+def test_bad_sources_say_what_is_wrong_and_keep_what_was_done(champion, video, tmp_path,
+                                                             capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 4096)
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    cases = {str(tmp_path / "missing.mp4"): "missing.mp4: no such file",
+             str(broken): "broken.mp4: cannot open the video",
+             str(empty): "empty.avi: cannot open the video",
+             str(notes): "notes.txt: not a video",
+             "7": "webcam 7: no such webcam"}
+    for source, message in cases.items():
+        out = tmp_path / f"out_{len(source)}"
+        assert cli.main(["analyze", source, "--model", MODEL, "--out", str(out),
+                         "--no-log"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not (out / "frames.csv").exists()
+    out = tmp_path / "partial"
+    assert cli.main(["analyze", str(video), str(broken), "--model", MODEL, "--out", str(out),
+                     "--no-log"]) == 1
+    assert "broken.mp4: cannot open the video" in capsys.readouterr().err
+    assert pd.read_csv(out / "frames.csv")["frame"].nunique() == FRAMES
+
+
+def test_a_folder_of_photos_is_one_frame_each(champion, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), portrait())
+    cv2.imwrite(str(folder / "b.png"), np.full((200, 200, 3), 100, np.uint8))
+    frames = Analyzer(MODEL).analyze(folder)
+    assert list(frames["file"]) == [str(folder / "a.jpg"), str(folder / "b.png")]
+    assert frames["face_id"].iloc[0] == 1 and pd.isna(frames["face_id"].iloc[1])
+    assert frames["time_s"].isna().all()
+
+
+def test_a_face_keeps_its_id_across_detections():
+    tracker = Tracker(max_missed=1)
+    assert tracker.update([(0, 0, 50, 50), (200, 0, 50, 50)]) == [1, 2]
+    assert tracker.update([(205, 3, 50, 50), (4, 2, 50, 50)]) == [2, 1]
+    assert tracker.update([(8, 4, 50, 50)]) == [1]  # 2 missed once: still alive
+    assert tracker.update([(10, 4, 50, 50), (206, 0, 50, 50)]) == [1, 2]
+    tracker.update([(12, 4, 50, 50)])
+    tracker.update([(12, 4, 50, 50)])
+    assert tracker.update([(206, 0, 50, 50)]) == [3]  # 2 missed twice: a new face
+
+
+def test_crop_is_square_and_centred_with_the_margin():
+    image = np.zeros((100, 100), np.uint8)
+    image[40:60, 40:60] = 255
+    tight = detect.crop(image, (40, 40, 20, 20), 0.0).reshape(48, 48)
+    assert tight.min() > 200  # only the square
+    wide = detect.crop(image, (40, 40, 20, 20), 1.0).reshape(48, 48)
+    assert wide[0, 0] == 0 and wide[24, 24] == 255 and wide[:, 24].mean() == pytest.approx(
+        wide[24, :].mean(), abs=1)
+    edge = detect.crop(image, (90, 90, 20, 20), 0.0)  # off the image: edges replicated
+    assert edge.shape == (48 * 48,)
+    with pytest.raises(ValueError, match="known: auto, haar, hog"):
+        detect.create("nosuch")
