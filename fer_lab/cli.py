@@ -128,7 +128,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise ValueError(f"--every must be at least 1, not {args.every}")
     analyzer = Analyzer(args.model, detector=args.detector, tta=args.tta,
-                        detect_interval=args.detect_interval)
+                        detect_interval=args.detect_interval, min_face=args.min_face)
     outcome = job.analyze(args.sources, analyzer, args.out, every=args.every, fps=args.fps,
                           max_seconds=args.max_seconds, annotate=args.annotate,
                           experiment=None if args.no_log else args.experiment)
@@ -333,6 +333,9 @@ def parser() -> argparse.ArgumentParser:
                     help="seconds of video between face detections; boxes are held in "
                          "between, so a face is found up to this late; 0: every analysed "
                          "frame (default: %(default)s)")
+    an.add_argument("--min-face", type=int,
+                    help="the smallest face to find, in pixels (default: 40 in photos, "
+                         "80 in video frames: smaller is slower)")
     an.add_argument("--tta", choices=["none", "flip", "crops", "model"], default="none",
                     help="a CNN's test-time augmentation: none is the fastest, model is "
                          "what it was registered with (default: %(default)s)")

@@ -11,10 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import yaml
+
+if TYPE_CHECKING:  # `fer-lab bench`, `predict`, `analyze` run without importing Optuna
+    import optuna
 
 OBJECTIVES = ("accuracy", "macro_f1")
 DEFAULT_BUDGET = "default"

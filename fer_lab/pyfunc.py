@@ -226,8 +226,34 @@ def log_model(estimator, example: np.ndarray, temperature: float = 1.0) -> str:
                                                    ParamSpec("calibrated", "boolean", True)]))
     with _quiet("mlflow.pyfunc", "mlflow.models.model"):
         info = mlflow.pyfunc.log_model(name="model", python_model=model,
-                                       signature=signature, input_example=frame)
+                                       signature=signature, input_example=frame,
+                                       pip_requirements=requirements(estimator))
     return info.model_uri
+
+
+# What loading and predicting with a logged model imports, beside the estimator's own
+# framework. Named here rather than inferred: MLflow's inference loads the model in a
+# subprocess (about 6 s per logged model) to find what this list already says.
+_SERVING_DISTRIBUTIONS = ("mlflow", "cloudpickle", "numpy", "pandas", "scikit-learn", "scipy",
+                          "pillow")
+
+
+def requirements(estimator) -> list[str]:
+    """The pinned requirements of a logged model: the serving distributions, torch for a
+    network, and fer-lab itself where it is installed (a source checkout has no version
+    to pin)."""
+    from importlib import metadata
+
+    names = list(_SERVING_DISTRIBUTIONS)
+    if hasattr(estimator, "net_"):
+        names.append("torch")
+    pinned = []
+    for name in names + ["fer-lab"]:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return pinned
 
 
 @contextlib.contextmanager

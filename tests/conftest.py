@@ -170,3 +170,72 @@ def champion(module_tracking):
                        "fer.run_id": run.info.run_id})
     registry.promote()
     return splits.val
+
+
+def check_study(family: str, parent, trials: list, parts) -> None:
+    """What every study run records, checked on one: ``parent`` is the study's run,
+    ``trials`` its trial runs, ``parts`` the data's splits (``fer_lab.data.split``). Used
+    by test_tuning (one family) and the main job's test (every family)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from fer_lab import calibration
+    from fer_lab.data import EMOTIONS
+
+    assert parent.data.tags["fer.family"] == family
+    assert parent.data.tags["mlflow.runName"] == f"{family} · study"
+    assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
+    assert sorted(int(t.data.tags["fer.trial"]) for t in trials) == list(range(len(trials)))
+    for t in trials:
+        assert t.data.params and t.data.tags["fer.trial_state"] in ("COMPLETE", "PRUNED")
+        if t.data.tags["fer.trial_state"] == "COMPLETE":
+            assert "val_accuracy" in t.data.metrics
+    # test_all is PublicTest + PrivateTest: its accuracy is their size-weighted mean
+    m = parent.data.metrics
+    assert m["test_all_accuracy"] == pytest.approx(
+        (m["test_private_accuracy"] * len(parts.test_private)
+         + m["test_public_accuracy"] * len(parts.test_public)) / len(parts.test_all))
+    client = mlflow.MlflowClient()
+    files = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    for name in ("val", "test_private", "test_public", "test_all"):
+        assert {f"evaluation/confusion_{name}.png", f"evaluation/confusion_{name}.json",
+                f"evaluation/confusion_{name}_normalized.png",
+                f"evaluation/report_{name}.txt", f"evaluation/report_{name}.json",
+                f"evaluation/reliability_{name}.png", f"evaluation/reliability_{name}.json",
+                f"evaluation/predictions_{name}.csv"} <= files
+        # intervals around every split's scores, calibration measured before and after
+        for measure in ("accuracy", "macro_f1"):
+            assert m[f"{name}_{measure}_ci95_low"] <= m[f"{name}_{measure}"] \
+                <= m[f"{name}_{measure}_ci95_high"]
+        assert {f"{name}_ece", f"{name}_nll", f"{name}_brier", f"{name}_ece_uncalibrated"} \
+            <= set(m)
+    # the temperature minimises the validation NLL: calibrated is never worse there
+    assert m["calibration_temperature"] > 0
+    local = Path(client.download_artifacts(parent.info.run_id, "evaluation/reliability_val.json"))
+    numbers = json.loads(local.read_text())
+    assert numbers["calibrated"]["ece"] == pytest.approx(m["val_ece"])
+    assert numbers["uncalibrated"]["ece"] == pytest.approx(m["val_ece_uncalibrated"])
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "optuna", "explanations"} <= top
+    assert {"explanations/class_means.png", "explanations/confident_mistakes.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "explanations")}
+    first = min(trials, key=lambda t: int(t.data.tags["fer.trial"]))
+    if family == "cnn":  # trains in epochs: curves, checkpoint and per-epoch refit metrics
+        training = {a.path for a in client.list_artifacts(parent.info.run_id, "training")}
+        assert training == {"training/curves.png", "training/best.pt"}
+        assert len(client.get_metric_history(parent.info.run_id, "refit_val_accuracy")) >= 2
+        assert "val_loss" in first.data.metrics and "lr" in first.data.metrics
+    trial_files = {a.path for a in client.list_artifacts(first.info.run_id, "evaluation")}
+    assert "evaluation/confusion_val.png" in trial_files
+    model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
+    pixels = [" ".join(map(str, img)) for img in parts.test_all.X[:3]]
+    out = model.predict(pd.DataFrame({"pixels": pixels}))
+    assert list(out.columns[:2]) == ["emotion", "emotion_id"] and len(out) == 3
+    # calibrated by default (the study's temperature); the estimator's own on request
+    raw = model.predict(pd.DataFrame({"pixels": pixels}), params={"calibrated": False})
+    raw_p, cal_p = raw[list(EMOTIONS)].to_numpy(), out[list(EMOTIONS)].to_numpy()
+    np.testing.assert_allclose(cal_p, calibration.scale(raw_p, m["calibration_temperature"]),
+                               atol=1e-6)
+    np.testing.assert_array_equal(raw["emotion_id"], out["emotion_id"])

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fer_lab import Analyzer, cli, registry
-from fer_lab.analysis import detect
+from fer_lab.analysis import demo, detect
 from fer_lab.analysis.analyzer import DETECT_INTERVAL
 from fer_lab.analysis.tracks import Tracker
 from fer_lab.data import EMOTIONS
@@ -24,36 +24,10 @@ FRAMES = 60
 GONE = range(25, 38)  # frames in which nobody is in view
 
 
-def portrait() -> np.ndarray:
-    """A real face (scikit-image's astronaut photo, shipped in the package), BGR, 110x160."""
-    from skimage import data as skimage_data
-
-    head = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)[40:260, 150:300]
-    return cv2.resize(head, (110, 160))
-
-
-def write_video(path, frames: int = FRAMES, fps: int = FPS):
-    """Two faces (the portrait and its mirror image) on a scene panning sideways; the left
-    face walks right. Both leave during GONE and come back."""
-    from skimage import data as skimage_data
-
-    face = portrait()
-    scene = cv2.resize(cv2.cvtColor(skimage_data.coffee(), cv2.COLOR_RGB2BGR), (640, 480))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
-    for i in range(frames):
-        frame = np.roll(scene, 4 * i, axis=1)
-        if i not in GONE:
-            x = 40 + 2 * i
-            frame[100:260, x:x + 110] = face
-            frame[220:380, 440:550] = cv2.flip(face, 1)
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    return write_video(tmp_path_factory.mktemp("video") / "two_faces.mp4")
+    return demo.write_video(tmp_path_factory.mktemp("video") / "two_faces.mp4", FRAMES, FPS,
+                            faces=2, gone=GONE)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +129,8 @@ def test_every_and_fps_choose_the_frames(champion, video):
 
 def test_detect_takes_every_image_form(champion, tmp_path):
     analyzer = Analyzer(MODEL)
-    bgr = cv2.copyMakeBorder(portrait(), 60, 60, 80, 80, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+    bgr = cv2.copyMakeBorder(demo.portrait(), 60, 60, 80, 80, cv2.BORDER_CONSTANT,
+                             value=(90, 90, 90))
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     path = tmp_path / "portrait.png"
     cv2.imwrite(str(path), bgr)
@@ -168,7 +143,7 @@ def test_detect_takes_every_image_form(champion, tmp_path):
     assert len(reference) == 1
     face = reference[0]
     x, y, w, h = face["box"]
-    assert 80 <= x + w / 2 <= 80 + 110 and 60 <= y + h / 2 <= 60 + 160
+    assert 80 <= x + w / 2 <= 80 + 132 and 60 <= y + h / 2 <= 60 + 192
     assert set(face["emotions"]) == set(EMOTIONS) and face["emotion"] in EMOTIONS
     assert face["confidence"] == pytest.approx(max(face["emotions"].values()))
     for name, faces in found.items():
@@ -209,7 +184,7 @@ def test_bad_sources_say_what_is_wrong_and_keep_what_was_done(champion, video, t
 def test_a_folder_of_photos_is_one_frame_each(champion, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    cv2.imwrite(str(folder / "a.jpg"), portrait())
+    cv2.imwrite(str(folder / "a.jpg"), demo.portrait())
     cv2.imwrite(str(folder / "b.png"), np.full((200, 200, 3), 100, np.uint8))
     frames = Analyzer(MODEL).analyze(folder)
     assert list(frames["file"]) == [str(folder / "a.jpg"), str(folder / "b.png")]
@@ -240,3 +215,22 @@ def test_crop_is_square_and_centred_with_the_margin():
     assert edge.shape == (48 * 48,)
     with pytest.raises(ValueError, match="known: auto, haar, hog"):
         detect.create("nosuch")
+
+
+def test_ctrl_c_ends_cleanly_with_what_was_analysed_written(champion, video, tmp_path,
+                                                             monkeypatch):
+    from fer_lab.analysis import job, sources
+
+    frames_of = sources._Capture.__iter__
+
+    def interrupted(self):
+        for frame in frames_of(self):
+            if frame.index == 20:
+                raise KeyboardInterrupt  # as Ctrl-C arrives while decoding
+            yield frame
+
+    monkeypatch.setattr(sources._Capture, "__iter__", interrupted)
+    outcome = job.analyze([str(video)], Analyzer(MODEL), tmp_path / "out", experiment=None)
+    assert outcome.interrupted and outcome.frames_analysed == 20
+    assert pd.read_csv(tmp_path / "out" / "frames.csv")["frame"].nunique() == 20
+    assert (tmp_path / "out" / "summary.json").exists()

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import mlflow_server
+from conftest import check_study, mlflow_server
 
 from fer_lab import machine
-from fer_lab.data import EMOTIONS
+from fer_lab.config import TuneConfig
+from fer_lab.data import EMOTIONS, load, split
 from fer_lab.models import families
 from fer_lab.report import CALIBRATION_COLUMNS, SCORE_COLUMNS, SEED_FIGURES
 
@@ -55,6 +56,7 @@ def test_the_main_job_end_to_end(tmp_path_factory):
     with mlflow_server(["server", "--backend-store-uri", uri, "--workers", "1"], "/health",
                        tmp / "server.log", cwd=tmp) as url:
         every_study_its_trials_metrics_and_files_are_in_the_tracking_server(url)
+    every_study_records_what_a_study_records(uri)
     main_promoted_the_best_model(run)
     report_names_every_family_and_metric(run)
 
@@ -99,6 +101,20 @@ def every_study_its_trials_metrics_and_files_are_in_the_tracking_server(server):
                                      path="report")["files"]}
     assert {"report/report.html", "report/report.md", "report/confusion_matrices.png",
             "report/per_class_f1.png"} <= files
+
+
+def every_study_records_what_a_study_records(uri: str) -> None:
+    """Each family's study, checked as test_tuning checks one (conftest.check_study): the
+    suite runs each family's study once, here."""
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["fer-lab"], output_format="list")
+    parts = split(load("synthetic:20"), TuneConfig.val_fraction, seed=0)
+    for family in families():
+        [parent] = [r for r in runs if r.data.tags.get("fer.role") == "study"
+                    and r.data.tags.get("fer.family") == family]
+        trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+                  and r.data.tags.get("fer.role") == "trial"]
+        check_study(family, parent, trials, parts)
 
 
 def main_promoted_the_best_model(main_run):

@@ -15,6 +15,7 @@ from fer_lab.config import Param, TuneConfig, load_family
 from fer_lab.data import EMOTIONS, load, split
 from fer_lab.models import families
 from fer_lab.tuning import study_name, tune
+from conftest import check_study
 
 STUDY_METRICS = [
     "val_accuracy", "val_macro_f1", "test_private_accuracy", "test_public_accuracy",
@@ -42,72 +43,18 @@ def runs_of(experiment: str):
     return mlflow.search_runs(experiment_names=[experiment], output_format="list")
 
 
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow)
-                                    if f in ("cnn", "logreg") else f for f in families()])
-def test_study_is_tracked(family, tracking, tmp_path, dataset):
-    config = quick_config(family, tmp_path)
+def test_a_study_is_tracked(tracking, tmp_path, dataset):
+    """A tree's study, checked as the main job checks every family's (tests/test_compare.py:
+    each family's study runs once in the suite, there)."""
+    config = quick_config("tree", tmp_path)
     metrics = tune(config, dataset, progress=False)
     runs = runs_of(config.experiment)
-    parents = [r for r in runs if r.data.tags.get("fer.role") == "study"]
+    [parent] = [r for r in runs if r.data.tags.get("fer.role") == "study"]
     trials = [r for r in runs if r.data.tags.get("fer.role") == "trial"]
-    assert len(parents) == 1 and len(trials) == 2
-    parent = parents[0]
-    assert parent.data.tags["fer.family"] == family
-    assert parent.data.tags["mlflow.runName"] == f"{family} · study"
-    assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
-    assert sorted(t.data.tags["fer.trial"] for t in trials) == ["0", "1"]
-    for t in trials:
-        assert "val_accuracy" in t.data.metrics and t.data.params
-        assert t.data.tags["fer.trial_state"] == "COMPLETE"
+    assert len(trials) == 2
+    check_study("tree", parent, trials, split(dataset, config.val_fraction, config.seed))
     for name in STUDY_METRICS:
         assert parent.data.metrics[name] == pytest.approx(metrics[name])
-    # test_all is PublicTest + PrivateTest: its accuracy is their size-weighted mean
-    parts = split(dataset, config.val_fraction, config.seed)
-    m = parent.data.metrics
-    assert m["test_all_accuracy"] == pytest.approx(
-        (m["test_private_accuracy"] * len(parts.test_private)
-         + m["test_public_accuracy"] * len(parts.test_public)) / len(parts.test_all))
-    client = mlflow.MlflowClient()
-    files = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
-    for name in ("val", "test_private", "test_public", "test_all"):
-        assert {f"evaluation/confusion_{name}.png", f"evaluation/confusion_{name}.json",
-                f"evaluation/confusion_{name}_normalized.png",
-                f"evaluation/report_{name}.txt", f"evaluation/report_{name}.json",
-                f"evaluation/reliability_{name}.png", f"evaluation/reliability_{name}.json",
-                f"evaluation/predictions_{name}.csv"} <= files
-        # intervals around every split's scores, calibration measured before and after
-        for measure in ("accuracy", "macro_f1"):
-            assert m[f"{name}_{measure}_ci95_low"] <= m[f"{name}_{measure}"] \
-                <= m[f"{name}_{measure}_ci95_high"]
-        assert {f"{name}_ece", f"{name}_nll", f"{name}_brier", f"{name}_ece_uncalibrated"} \
-            <= set(m)
-    # the temperature minimises the validation NLL: calibrated is never worse there
-    assert m["calibration_temperature"] > 0
-    local = Path(client.download_artifacts(parent.info.run_id, "evaluation/reliability_val.json"))
-    numbers = json.loads(local.read_text())
-    assert numbers["calibrated"]["ece"] == pytest.approx(m["val_ece"])
-    assert numbers["uncalibrated"]["ece"] == pytest.approx(m["val_ece_uncalibrated"])
-    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "optuna", "explanations"} <= top
-    assert {"explanations/class_means.png", "explanations/confident_mistakes.png"} <= {
-        a.path for a in client.list_artifacts(parent.info.run_id, "explanations")}
-    if family == "cnn":  # trains in epochs: curves, checkpoint and per-epoch refit metrics
-        training = {a.path for a in client.list_artifacts(parent.info.run_id, "training")}
-        assert training == {"training/curves.png", "training/best.pt"}
-        assert len(client.get_metric_history(parent.info.run_id, "refit_val_accuracy")) >= 2
-        assert "val_loss" in trials[0].data.metrics and "lr" in trials[0].data.metrics
-    trial_files = {a.path for a in client.list_artifacts(trials[0].info.run_id, "evaluation")}
-    assert "evaluation/confusion_val.png" in trial_files
-    model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
-    pixels = [" ".join(map(str, img.ravel())) for img in dataset.images[:3]]
-    out = model.predict(pd.DataFrame({"pixels": pixels}))
-    assert list(out.columns[:2]) == ["emotion", "emotion_id"] and len(out) == 3
-    # calibrated by default (the study's temperature); the estimator's own on request
-    raw = model.predict(pd.DataFrame({"pixels": pixels}), params={"calibrated": False})
-    raw_p, cal_p = raw[list(EMOTIONS)].to_numpy(), out[list(EMOTIONS)].to_numpy()
-    np.testing.assert_allclose(cal_p, calibration.scale(raw_p, m["calibration_temperature"]),
-                               atol=1e-6)
-    np.testing.assert_array_equal(raw["emotion_id"], out["emotion_id"])
 
 
 @pytest.mark.slow

@@ -32,6 +32,10 @@ DEFAULT_MODEL = "models:/fer-emotion@champion"
 # detector costs several times what classifying a face does, and faces move little in
 # a fifth of a second.
 DETECT_INTERVAL = 0.2
+# The smallest face looked for in video frames: from 80 px dlib's detector runs at the
+# frame's own size, four times faster than for the 40 px faces looked for in photos, which
+# keeps a 640x480 video in real time (experiments/video_speed.py).
+VIDEO_MIN_FACE = 80
 # Frames whose faces are classified together (a batch is several times faster per face
 # than one face at a time); a webcam's frames are classified as they come.
 BATCH_FRAMES = 8
@@ -89,11 +93,13 @@ class Analyzer:
             or ``model`` (what the model was registered with).
         detect_interval: on video, seconds between detections; the boxes are held in
             between, so a face is found up to this late. 0 detects on every frame.
+        min_face: the smallest face to find, in pixels (default: 40 in photos, 80 in
+            video frames; the smaller, the slower the detection).
     """
 
     def __init__(self, model: Any = DEFAULT_MODEL, detector: Any = "auto",
                  margin: float | None = None, tta: str = "none",
-                 detect_interval: float = DETECT_INTERVAL):
+                 detect_interval: float = DETECT_INTERVAL, min_face: int | None = None):
         if isinstance(model, str):
             from fer_lab import registry
 
@@ -107,6 +113,9 @@ class Analyzer:
         if detect_interval < 0:
             raise ValueError(f"detect_interval must be 0 or more seconds, not {detect_interval}")
         self.detect_interval = float(detect_interval)
+        if min_face is not None and min_face < 8:
+            raise ValueError(f"min_face must be at least 8 pixels, not {min_face}")
+        self.min_face = min_face
         python_model = model.unwrap_python_model()
         self._params = {"tta": tta} \
             if tta != "model" and hasattr(getattr(python_model, "estimator", None), "tta") \
@@ -127,7 +136,7 @@ class Analyzer:
                 in ``channels`` order (``bgr`` as OpenCV reads, or ``rgb``), any size.
         """
         grey = _grey(image, channels)
-        faces = [Face(box) for box in self.detector(grey)]
+        faces = [Face(box) for box in self.detector(grey, self.min_face or detect.MIN_FACE)]
         self._classify([(grey, faces)])
         return [{"box": f.box, "emotion": f.emotion, "confidence": f.confidence,
                  "emotions": f.emotions} for f in faces]
@@ -165,6 +174,7 @@ class Analyzer:
         if on_open is not None:
             on_open(opened)
         video = opened.kind != "images"
+        min_face = self.min_face or (VIDEO_MIN_FACE if video else detect.MIN_FACE)
         tracker = Tracker()
         batch_frames = 1 if opened.kind == "webcam" else BATCH_FRAMES
         pending: list[FrameResult] = []
@@ -187,11 +197,11 @@ class Analyzer:
                     continue
                 grey = detect.grey(frame.image)
                 if not video:
-                    boxes = self.detector(grey)
+                    boxes = self.detector(grey, min_face)
                     ids = list(range(1, len(boxes) + 1))
                 elif next_detection is None or frame.time is None \
                         or frame.time >= next_detection - 1e-6:
-                    boxes = self.detector(grey)
+                    boxes = self.detector(grey, min_face)
                     ids = tracker.update(boxes)
                     next_detection = (frame.time or 0.0) + self.detect_interval
                 faces = [Face(box, id=i) for box, i in zip(boxes, ids)]

@@ -128,6 +128,8 @@ def _record(outcome: Outcome, analyzer: Analyzer, specs: list[str], experiment: 
     with tracking.top_run(experiment, f"analyze · {names}"[:250], ROLE, tags) as run:
         mlflow.log_params({**{k: v for k, v in params.items() if v is not None},
                            "detector": analyzer.detector.name, "margin": analyzer.margin,
+                           "min_face": analyzer.min_face or "auto",
+                           "detect_interval": analyzer.detect_interval,
                            "tta": analyzer._params.get("tta", "model")})
         faces = outcome.frames[outcome.frames["face_id"].notna()]
         mlflow.log_metrics({"frames_analysed": outcome.frames_analysed,
