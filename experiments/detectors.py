@@ -29,6 +29,7 @@ import skimage.data
 
 from fer_lab import machine, tracking
 from fer_lab.analysis import detect
+from fer_lab.analysis.tracks import iou
 from fer_lab.data import load, split
 
 # scikit-image's bundled pictures without a human face in them (a cat, a cup, a rocket,
@@ -61,7 +62,7 @@ def paste(scene, faces, condition, rng):
             mask = cv2.warpAffine(mask, m, (side, side))
         for _ in range(50):
             x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
-            if all(_iou((x, y, side, side), b) == 0 for b in boxes):
+            if all(iou((x, y, side, side), b) == 0 for b in boxes):
                 break
         region = frame[y:y + side, x:x + side]
         region[mask > 0] = patch[mask > 0]
@@ -70,15 +71,6 @@ def paste(scene, faces, condition, rng):
         noisy = frame.astype(np.float32) / 3 + rng.normal(0, 4, frame.shape)
         frame = np.clip(noisy, 0, 255).astype(np.uint8)
     return frame, boxes
-
-
-def _iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = w * h
-    return inter / (aw * ah + bw * bh - inter) if inter else 0.0
 
 
 def main() -> None:
@@ -118,14 +110,14 @@ def main() -> None:
                 for (frame, boxes, picks), got in zip(items, results):
                     faces += len(boxes)
                     for box, pick in zip(boxes, picks):
-                        best = max(got, key=lambda g: _iou(g, box), default=None)
-                        hit = best is not None and _iou(best, box) >= 0.3
+                        best = max(got, key=lambda g: iou(g, box), default=None)
+                        hit = best is not None and iou(best, box) >= 0.3
                         hits += hit
                         big += box[2] >= 80
                         big_hits += hit and box[2] >= 80
                         if hit and condition == "upright" and min_face == 40:
                             found.setdefault(name, []).append((frame, best, pick))
-                    false += sum(all(_iou(g, b) < 0.3 for b in boxes) for g in got)
+                    false += sum(all(iou(g, b) < 0.3 for b in boxes) for g in got)
                 print(f"| {name} | {min_face} | {condition} | {faces} | {hits / faces:.3f} | "
                       f"{big_hits / big:.3f} | {false / len(items):.2f} | {ms:.1f} |")
             start = time.perf_counter()

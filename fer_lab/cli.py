@@ -229,6 +229,14 @@ def _common(cmd: argparse.ArgumentParser) -> None:
                           "else sqlite:///optuna.db)")
 
 
+def _model_and_detector(command: argparse.ArgumentParser, detector_use: str = "") -> None:
+    command.add_argument("--model", default="models:/fer-emotion@champion",
+                         help="an MLflow model URI (default: %(default)s)")
+    command.add_argument("--detector", default="auto",
+                         help=f"face detector{detector_use}: auto (hog where dlib is "
+                              "installed, else haar), hog or haar (default: %(default)s)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-lab", formatter_class=_Help,
                                 description="Train and compare facial-emotion classifiers on "
@@ -290,14 +298,10 @@ def parser() -> argparse.ArgumentParser:
     pr = command("predict", "classify face images, folders or Kaggle-style CSVs")
     pr.add_argument("paths", nargs="+", metavar="PATH",
                     help="images, folders of images, or Kaggle-style CSVs")
-    pr.add_argument("--model", default="models:/fer-emotion@champion",
-                    help="an MLflow model URI")
+    _model_and_detector(pr, " for --detect-faces")
     pr.add_argument("--detect-faces", action="store_true",
                     help="find the faces in full photos and classify each "
                          "(default: each file is one face)")
-    pr.add_argument("--detector", default="auto",
-                    help="face detector for --detect-faces: auto (hog where dlib is "
-                         "installed, else haar), hog or haar (default: %(default)s)")
     pr.add_argument("--csv", action="store_true",
                     help="CSV with every class probability (default: a table)")
     pr.add_argument("--explain", action="store_true",
@@ -313,8 +317,7 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("sources", nargs="+", metavar="SOURCE",
                     help="video files (mp4, avi, mov, webm, ...), webcam indices (0), "
                          "images or folders of images")
-    an.add_argument("--model", default="models:/fer-emotion@champion",
-                    help="an MLflow model URI (default: %(default)s)")
+    _model_and_detector(an)
     an.add_argument("--every", type=int, default=1,
                     help="analyse every Nth frame (default: every frame)")
     an.add_argument("--fps", type=float,
@@ -326,9 +329,6 @@ def parser() -> argparse.ArgumentParser:
     an.add_argument("--annotate", action="store_true",
                     help="also write the video with boxes, ids and emotions drawn "
                          "(default: no)")
-    an.add_argument("--detector", default="auto",
-                    help="face detector: auto (hog where dlib is installed, else haar), "
-                         "hog or haar (default: %(default)s)")
     an.add_argument("--detect-interval", type=float, default=DETECT_INTERVAL,
                     help="seconds of video between face detections; boxes are held in "
                          "between, so a face is found up to this late; 0: every analysed "

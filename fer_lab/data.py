@@ -533,10 +533,10 @@ def _read_images(where: str, tree: Tree) -> Arrays:
     images, labels, usage = [], [], []
     for part, classes in tree.items():
         for class_name, files in classes.items():
-            label = _FOLDER_NAMES.get(class_name.lower())
-            if label is None:
-                raise DataError(f"{where}/{part}/{class_name}: not an emotion folder; expected "
-                                f"one of {sorted(_FOLDER_NAMES)}")
+            try:
+                label = emotion_id(class_name)
+            except DataError as err:
+                raise DataError(f"{where}/{part}/{err}") from None
             for name, read in files:
                 if Path(name).suffix.lower() not in _IMAGE_SUFFIXES:
                     continue

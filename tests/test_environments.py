@@ -27,6 +27,9 @@ def base_env(tmp: Path, manager: str) -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
            "FER_LAB_CACHE": str(tmp / "cache"), "FER_LAB_STORAGE": f"sqlite:///{tmp}/optuna.db",
            "PATH": PATH,
+           # pip byte-compiles every module it installs (torch's thousands): a test of the
+           # environment's build does not need that; the first import compiles what it uses.
+           "PIP_NO_COMPILE": "1",
            # MLflow names an environment by python_env.yaml's contents alone, so the two
            # managers would share one: each gets its own root, kept between test runs.
            "MLFLOW_ENV_ROOT": str(Path(os.environ.get("MLFLOW_ENV_ROOT")

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.real_data, pytest.mark.slow,
 
 
 def test_quick_study_registers_a_model_that_reads_faces_by_name(fresh_tracking, tmp_path, capsys):
-    args = ["tune", "tree", "--data", str(REAL_CSV), "--budget", "quick", "--trials", "2",
+    args = ["tune", "tree", "--data", str(REAL_CSV), "--budget", "quick", "--trials", "1",
             "--storage", f"sqlite:///{tmp_path}/optuna.db"]
     assert cli.main(args) == 0
     assert cli.main(["promote"]) == 0
