@@ -86,7 +86,16 @@ def missing(manager: str, env: dict) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("manager", ["virtualenv", "uv"])
+# uv builds the environment in ~1.5 min, MLflow's default virtualenv manager (pyenv, venv,
+# pip) in ~3.5: the suite's 15 minutes on 2 cores hold the first; the second runs where
+# FER_LAB_TEST_VIRTUALENV=1 asks for it, as when python_env.yaml changes.
+ALL_MANAGERS = os.environ.get("FER_LAB_TEST_VIRTUALENV") == "1"
+
+
+@pytest.mark.parametrize("manager", [
+    pytest.param("virtualenv", marks=pytest.mark.skipif(
+        not ALL_MANAGERS, reason="set FER_LAB_TEST_VIRTUALENV=1 to build with virtualenv")),
+    "uv"])
 def test_mlflow_run_builds_the_python_env_and_runs_a_study_in_it(tmp_path, manager):
     env = base_env(tmp_path, manager)
     reason = missing(manager, env)
