@@ -30,14 +30,14 @@ from fer_lab.data import EMOTIONS, N_PIXELS
 
 # MLflow's advice for other kinds of model, printed on every `tune` and `predict`: our
 # input is checked by ``to_pixels``, deliberately not by a schema (see ``log_model``).
-for _advice in (".*Add type hints to the `predict` method",
-                ".*Hint: Inferred schema contains integer"):
-    warnings.filterwarnings("ignore", message=_advice, category=UserWarning)
+warnings.filterwarnings("ignore", message=".*Hint: Inferred schema contains integer",
+                        category=UserWarning)
 
 
 def _show_but_type_hint_advice(message, *args, _shown=warnings.showwarning, **kwargs):
-    # MLflow checks a PythonModel's type hints under its own `simplefilter("once")`, which
-    # overrides the filter above when FerModel is defined: the advice is dropped here.
+    # MLflow checks a PythonModel's type hints (when FerModel is defined, in this module)
+    # under its own `simplefilter("once")`, which overrides any filter: the "Add type
+    # hints" advice is dropped where warnings are shown instead.
     if "Add type hints to the `predict` method" not in str(message):
         _shown(message, *args, **kwargs)
 

@@ -207,8 +207,6 @@ def load_model(uri: str):
         LookupError: the model is not there; the message names the store searched and
             how to get a model (and an SQLite store that does not exist is not created).
     """
-    import fer_lab.pyfunc  # noqa: F401  (its filters quiet MLflow's advice on loading)
-
     store = tracking.configure()
     registered = uri.startswith("models:/")
     if registered and not tracking.store_exists(store):

@@ -116,10 +116,10 @@ class Analyzer:
         if min_face is not None and min_face < 8:
             raise ValueError(f"min_face must be at least 8 pixels, not {min_face}")
         self.min_face = min_face
-        python_model = model.unwrap_python_model()
-        self._params = {"tta": tta} \
-            if tta != "model" and hasattr(getattr(python_model, "estimator", None), "tta") \
-            else {}
+        # the model's own choice where it has none to override (the classical families)
+        has_tta = hasattr(getattr(model.unwrap_python_model(), "estimator", None), "tta")
+        self.tta = tta if has_tta else "model"
+        self._params = {} if self.tta == "model" else {"tta": self.tta}
 
     def probabilities(self, faces: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities of 48x48 face crops (``(N, 2304)`` uint8)."""

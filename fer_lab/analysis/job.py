@@ -56,7 +56,7 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, errors, analysed, interrupted = [], [], 0, False
+    rows, errors, videos_written, analysed, interrupted = [], [], [], 0, False
     videos = [s for s in specs if not _is_images(s)]
     start = time.perf_counter()
     for spec in specs:
@@ -69,6 +69,7 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
                 rate = (fps or (source.fps or 25.0) / every)
                 writer = outputs.AnnotatedVideo(
                     out / (f"annotated_{name}.mp4" if name else "annotated.mp4"), rate)
+                videos_written.append(writer.path)
             if progress and source.frames:
                 from tqdm import tqdm
 
@@ -100,7 +101,7 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
     seconds = time.perf_counter() - start
     frames = frames_table(rows)
     written = outputs.write(frames, out) if rows else []
-    written += sorted(out.glob("annotated*.mp4"))
+    written += [path for path in videos_written if path.exists()]
     outcome = Outcome(frames, written, seconds, analysed, errors, interrupted)
     if experiment and rows:
         outcome.run_id = _record(outcome, analyzer, specs, experiment,
@@ -130,7 +131,7 @@ def _record(outcome: Outcome, analyzer: Analyzer, specs: list[str], experiment: 
                            "detector": analyzer.detector.name, "margin": analyzer.margin,
                            "min_face": analyzer.min_face or "auto",
                            "detect_interval": analyzer.detect_interval,
-                           "tta": analyzer._params.get("tta", "model")})
+                           "tta": analyzer.tta})
         faces = outcome.frames[outcome.frames["face_id"].notna()]
         mlflow.log_metrics({"frames_analysed": outcome.frames_analysed,
                             "face_rows": len(faces),
