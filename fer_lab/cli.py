@@ -42,21 +42,30 @@ def _seconds(text: str) -> float | None:
     return float(text) or None
 
 
+FAMILY_OPTIONS = {"devices": "cnn", "strategy": "cnn", "teacher": "cnn",
+                  "members": "ensemble"}
+
+
 def _tune(args: argparse.Namespace) -> int:
     from fer_lab.config import TuneConfig, load_family
     from fer_lab.tuning import tune
 
     model = load_family(args.family, args.config, budget=args.budget, trials=args.trials,
                         timeout=args.timeout, objective=args.objective)
-    parallel_fit = {k: v for k, v in (("devices", args.devices), ("strategy", args.strategy))
-                    if v is not None}
-    if parallel_fit:  # training across devices: families that train with Lightning
+    members = [m.strip() for m in args.members.split(",") if m.strip()] \
+        if args.members else None
+    given = {k: v for k, v in (("devices", args.devices), ("strategy", args.strategy),
+                               ("members", members), ("teacher", args.teacher or None))
+             if v is not None}
+    if given:  # options of some families only: the CNN's devices and teacher, the members
         from fer_lab.models import get
 
-        if not set(parallel_fit) <= set(get(args.family)().get_params()):
-            raise ValueError(f"--devices / --strategy apply to families trained with "
-                             f"Lightning (cnn), not {args.family!r}")
-        model = dataclasses.replace(model, params={**model.params, **parallel_fit})
+        known = set(get(args.family)().get_params())
+        for name in given:
+            if name not in known:
+                raise ValueError(f"--{name} does not apply to {args.family!r} (a parameter of "
+                                 f"{FAMILY_OPTIONS[name]})")
+        model = dataclasses.replace(model, params={**model.params, **given})
     config = TuneConfig(model=model, data=args.data, seed=args.seed,
                         val_fraction=args.val_fraction, experiment=args.experiment,
                         storage=args.storage, study_name=args.study_name, budget=args.budget,
@@ -287,6 +296,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--strategy", choices=["auto", "ddp"],
                    help="cnn: ddp trains data-parallel over --devices (gloo on CPU; "
                         "default: auto)")
+    t.add_argument("--members",
+                   help="ensemble: its members, comma-separated model URIs (e.g. "
+                        "models:/fer-cnn@champion,models:/fer-svm@champion) or `champions` "
+                        "(every family's champion on this data; default: the config's)")
+    t.add_argument("--teacher",
+                   help="cnn: distil from this model's probabilities on the training faces "
+                        "(e.g. models:/fer-ensemble@champion; default: none)")
     t.add_argument("--heartbeat", type=float, default=30.0,
                    help="seconds between trial heartbeats; a trial silent for three is "
                         "failed as its worker's loss (database storages)")

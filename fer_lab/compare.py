@@ -1,5 +1,6 @@
-"""The main job: every family's study on one data set and budget, then promotion of the
-best model and the comparison report, all under one ``compare`` run."""
+"""The main job: every family's study on one data set and budget (the ensemble of their
+champions last), then promotion of the best model and the comparison report, all under
+one ``compare`` run."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def compare(data: str = "synthetic", budget: str = MAIN_JOB_BUDGET,
     and writes the report of these studies into ``out``."""
     tracking.configure()
     dataset = fer_data.load(data)
-    names = list(families or all_families())
+    # Ensembles last: their members are the champions the other studies produced.
+    names = sorted(families or all_families(), key=lambda f: f == "ensemble")
     configs = [TuneConfig(model=load_family(f, budget=budget), data=data, seed=seed,
                           experiment=experiment, storage=storage, budget=budget)
                for f in names]  # every config is read before hours of training start

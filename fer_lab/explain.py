@@ -79,9 +79,15 @@ def gradcam(estimator, X: np.ndarray, targets: np.ndarray, batch: int = 256) -> 
 
 def occlusion(estimator, X: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """The drop in the target's probability when an 8x8 square is filled with grey,
-    averaged over the windows covering each pixel (negative drops count 0)."""
+    averaged over the windows covering each pixel (negative drops count 0). Networks
+    inside the estimator (an ensemble's) see each probe once, without test-time views:
+    121 probes a face, times 10 views, would make an ensemble's maps take an hour."""
     import torch
     from captum.attr import Occlusion
+
+    from fer_lab.models.cnn import with_tta
+
+    estimator = with_tta(estimator, "none")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         pixels = x.detach().round().clamp(0, 255).to(torch.uint8).reshape(len(x), -1).numpy()

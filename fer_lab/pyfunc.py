@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import copy
 import io
 import logging
 import warnings
@@ -202,15 +201,16 @@ class FerModel(mlflow.pyfunc.PythonModel):
 
     def _estimator(self, tta: str):
         """The estimator, with a CNN's test-time augmentation overridden unless ``model``."""
+        from fer_lab.models.cnn import with_tta
+
         estimator = self.estimator
         if tta != MODEL_TTA:
-            if not hasattr(estimator, "tta"):
+            if not (hasattr(estimator, "tta") or hasattr(estimator, "members_")):
                 raise InputError(f"params: tta applies to models with test-time augmentation "
-                                 f"(cnn), not {type(estimator).__name__}")
+                                 f"(cnn, ensemble), not {type(estimator).__name__}")
             if tta not in TTA_MODES:
                 raise InputError(f"params: tta must be one of {TTA_MODES}, not {tta!r}")
-            estimator = copy.copy(estimator)
-            estimator.tta = tta  # not set_params: models pickled by older versions lack params
+            estimator = with_tta(estimator, tta)
         return estimator
 
 
@@ -255,7 +255,7 @@ def requirements(estimator) -> list[str]:
     from importlib import metadata
 
     names = list(_SERVING_DISTRIBUTIONS)
-    if hasattr(estimator, "net_"):
+    if hasattr(estimator, "net_") or getattr(estimator, "uses_torch", lambda: False)():
         names.append("torch")
     pinned = []
     for name in names + ["fer-lab"]:

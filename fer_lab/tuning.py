@@ -121,10 +121,27 @@ def subsample(split: fer_data.Split, fraction: float, seed: int) -> tuple[np.nda
     return split.X[idx], split.y[idx]
 
 
+# Parameters that change what a study's trials are scored on: another value is another
+# study (an ensemble's members, a distilled network's teacher).
+STUDY_DEFINING = ("members", "teacher")
+
+
 def study_name(config: TuneConfig, digest: str) -> str:
-    """The given study name, else ``<family>-<budget>-<data digest>``: re-running the same
-    command resumes its study, and another data set or budget never joins it."""
-    return config.study_name or f"{config.model.family}-{config.budget}-{digest[:16]}"
+    """The given study name, else ``<family>-<budget>-<data digest>``, plus a digest of the
+    members or teacher where the family has them: re-running the same command resumes its
+    study, and another data set, budget, member list or teacher never joins it."""
+    if config.study_name:
+        return config.study_name
+    name = f"{config.model.family}-{config.budget}-{digest[:16]}"
+    defining = {k: config.model.params[k] for k in STUDY_DEFINING
+                if config.model.params.get(k)}
+    if defining:
+        import hashlib
+        import json
+
+        text = json.dumps(defining, sort_keys=True, default=str)
+        name += "-" + hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+    return name
 
 
 def open_study(config: TuneConfig, dataset: fer_data.FerData | None = None,

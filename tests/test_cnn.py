@@ -275,3 +275,32 @@ def test_pyfunc_tta_param_picks_the_views_per_call(fitted, splits):
         out = model.predict(None, splits.val.X, params={"tta": mode})
         expected = copy.deepcopy(fitted).set_params(tta=mode).predict_proba(splits.val.X)
         np.testing.assert_allclose(out[["angry", "neutral"]].to_numpy(), expected[:, [0, 6]])
+
+
+def test_a_teacher_drives_the_distilled_net(fresh_tracking, splits):
+    """A teacher that calls every face happy, given the whole loss, makes a student that
+    calls every face happy too; with no share of the loss it changes nothing."""
+    import mlflow
+    from sklearn.dummy import DummyClassifier
+
+    from fer_lab import pyfunc
+    from fer_lab.models.cnn import teacher_targets
+
+    happy = DummyClassifier(strategy="constant", constant=3).fit(
+        splits.train.X, np.arange(len(splits.train.y)) % 7)
+    with mlflow.start_run():
+        uri = pyfunc.log_model(happy, splits.val.X[:2])
+    targets = teacher_targets(uri, splits.train.X)
+    assert targets.dtype == np.float32 and (targets.argmax(1) == 3).all()
+    params = dict(TINY, epochs=6, lr=3e-3, tta="none", seed=0)
+    taught = create("cnn", **params, teacher=uri, distill=1.0).fit(
+        splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    assert (taught.predict(splits.test_all.X) == 3).all()
+    unmoved = create("cnn", **params, teacher=uri, distill=0.0).fit(
+        splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    plain = create("cnn", **params).fit(splits.train.X, splits.train.y,
+                                        eval_set=(splits.val.X, splits.val.y))
+    np.testing.assert_allclose(unmoved.predict_proba(splits.val.X),
+                               plain.predict_proba(splits.val.X), atol=1e-5)
+    with pytest.raises(ValueError, match="distill must be within"):
+        create("cnn", **params, teacher=uri, distill=1.5).fit(splits.train.X, splits.train.y)

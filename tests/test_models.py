@@ -19,12 +19,18 @@ def test_unknown_family_lists_the_known_ones():
         create("no-such-model")
 
 
+# The ensemble's default members are three hour-long CNNs: here two quick families.
+CONTRACT_PARAMS = {"ensemble": {"members": [{"family": "tree"},
+                                            {"family": "logreg", "features": "pca"}]}}
+
+
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "cnn" else f
                                     for f in families()])
 def test_fit_predict_contract(family, splits):
     # Budgeted in steps, not minutes: a time cap would leave the fit untrained on a slow
     # machine and make the accuracy check below depend on the machine's speed.
     params = {k: v for k, v in load_family(family).params.items() if k != "max_minutes"}
+    params.update(CONTRACT_PARAMS.get(family, {}))
     model = create(family, **params)
     assert clone(model).get_params() == model.get_params()  # __init__ only stores
     assert not hasattr(model, "classes_")

@@ -85,6 +85,24 @@ def test_default_study_name_keeps_data_sets_apart(tracking, tmp_path, dataset):
         tune(mixed, other, progress=False)
 
 
+def test_members_and_teachers_make_studies_of_their_own(tmp_path):
+    """An ensemble of other members, or a network taught by another teacher, is scored on
+    other predictions: re-running with them must not resume the first study."""
+    def name(family: str, **params) -> str:
+        config = dataclasses.replace(quick_config(family, tmp_path), study_name=None)
+        model = dataclasses.replace(config.model, params={**config.model.params, **params})
+        return study_name(dataclasses.replace(config, model=model), "d" * 16)
+
+    assert name("cnn") == "cnn-quick-" + "d" * 16  # as before for plain families
+    assert name("cnn", teacher=None) == name("cnn")
+    taught = {name("cnn", teacher="models:/fer-ensemble/1"),
+              name("cnn", teacher="models:/fer-ensemble/2")}
+    assert len(taught) == 2 and name("cnn") not in taught
+    assert name("ensemble", members=["models:/fer-cnn/1"]) \
+        != name("ensemble", members=["models:/fer-cnn/1", "models:/fer-svm/1"])
+    assert name("ensemble", members=["a"]) == name("ensemble", members=["a"])
+
+
 @pytest.mark.slow
 def test_pruning_stops_weak_trials_early(tracking, tmp_path, dataset):
     config = quick_config("knn", tmp_path, trials=8, startup_trials=1)

@@ -117,7 +117,9 @@ class Analyzer:
             raise ValueError(f"min_face must be at least 8 pixels, not {min_face}")
         self.min_face = min_face
         # the model's own choice where it has none to override (the classical families)
-        has_tta = hasattr(getattr(model.unwrap_python_model(), "estimator", None), "tta")
+        estimator = getattr(model.unwrap_python_model(), "estimator", None)
+        # a CNN's views, or those of an ensemble's networks
+        has_tta = hasattr(estimator, "tta") or getattr(estimator, "uses_torch", bool)()
         self.tta = tta if has_tta else "model"
         self._params = {} if self.tta == "model" else {"tta": self.tta}
 

@@ -44,4 +44,5 @@ def create(name: str, **params: Any):
 
 
 # Importing the family modules fills the registry.
-from fer_lab.models import cnn, decision_tree, knn, logistic, random_forest, svm  # noqa: E402, F401
+from fer_lab.models import (  # noqa: E402, F401
+    cnn, decision_tree, ensemble, knn, logistic, random_forest, svm)

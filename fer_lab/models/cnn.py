@@ -63,6 +63,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         devices: processes to train on (GPUs, or CPU processes).
         strategy: ``auto``, or ``ddp`` (data-parallel over ``devices``; see
             ``fer_lab.training.fit``).
+        teacher: a model URI (``models:/fer-ensemble@champion``) to distil from: its
+            calibrated probabilities of the training faces (unaugmented, its networks at
+            ``flip``) join the labels as targets. It must have been trained on the same
+            training rows (checked inside a study, as an ensemble's members are).
+        distill: the teacher's share of the loss (0..1); the labels' is the rest.
         seed: seeds weights, batch order and augmentation.
 
     Attributes:
@@ -84,7 +89,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  balanced_sampling=False, flip=True, shift=0.1, rotate=10.0, scale=0.1,
                  erase=0.25, mixed_precision="auto", channels_last="auto", tta="flip",
                  patience=None, max_minutes=None, devices=1, strategy="auto", seed=0,
-                 train_sides=(48,)):
+                 train_sides=(48,), teacher=None, distill=0.7):
         self.arch = arch
         self.width = width
         self.dropout = dropout
@@ -112,6 +117,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.strategy = strategy
         self.seed = seed
         self.train_sides = train_sides
+        self.teacher = teacher
+        self.distill = distill
 
     def fit(self, X, y, eval_set=None, report=None):
         """Trains on flat ``(N, 2304)`` uint8 pixels and labels 0..6.
@@ -144,8 +151,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             X, X_val, y, y_val = self._hold_out(X, y)
         else:
             X_val, y_val = np.asarray(eval_set[0], dtype=np.uint8), np.asarray(eval_set[1])
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be within 0..1, not {self.distill}")
+        soft = teacher_targets(self.teacher, X) if self.teacher else None
         data = training.ArrayDataModule((X, y), (X_val, y_val), self.batch_size,
-                                        self.balanced_sampling)
+                                        self.balanced_sampling, soft_targets=soft)
         setting = hardware.resolve(self.arch, self.width, data.train_batch_size,
                                    self.mixed_precision, self.channels_last)
         self.fit_settings_ = {"mixed_precision": setting.precision,
@@ -163,7 +173,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             loss_weights=training.class_weights(y, self.class_weighting),
             augment=training.Augment(self.flip, self.shift, self.rotate, self.scale, self.erase),
             channels_last=setting.channels_last, max_minutes=self.max_minutes,
-            train_sides=sides)
+            train_sides=sides, distill=self.distill if self.teacher else 0.0)
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
         best = training.fit(module, data, epochs=epochs, precision=setting.precision,
                             patience=self.patience, devices=self.devices,
@@ -257,3 +267,42 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+TEACHER_TTA = "flip"  # a teacher's networks label the training faces with 2 views, not 10
+
+
+def teacher_targets(uri: str, X: np.ndarray) -> np.ndarray:
+    """The teacher's calibrated probabilities of ``X`` (float32), its networks (an
+    ensemble's too) predicting with ``TEACHER_TTA``."""
+    from fer_lab import calibration
+    from fer_lab.models.stored import load_member
+
+    from fer_lab.models.stored import rows_digest
+
+    key = (uri, rows_digest(X))
+    if key not in _TAUGHT:  # a study's trials and refit share one teacher's labels
+        teacher, temperature = load_member(uri)
+        proba = calibration.scale(with_tta(teacher, TEACHER_TTA).predict_proba(X), temperature)
+        _TAUGHT.clear()
+        _TAUGHT[key] = proba.astype(np.float32)
+    return _TAUGHT[key]
+
+
+_TAUGHT: dict[tuple[str, str], np.ndarray] = {}
+
+
+def with_tta(estimator, tta: str):
+    """A shallow copy whose networks, an ensemble's members included, predict with the
+    test-time augmentation ``tta``; other estimators as they are."""
+    import copy
+
+    if hasattr(estimator, "members_"):
+        out = copy.copy(estimator)
+        out.members_ = [with_tta(m, tta) for m in estimator.members_]
+        return out
+    if hasattr(estimator, "tta_"):
+        out = copy.copy(estimator)
+        out.tta = tta  # not set_params: models pickled by older versions lack params
+        return out
+    return estimator

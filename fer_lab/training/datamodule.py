@@ -34,12 +34,20 @@ class ArrayDataModule(L.LightningDataModule):
             (thousands of images) never meets the cap.
         balanced_sampling: draw every class equally often (with replacement), an
             alternative to loss weights for the rare classes.
+        soft_targets: ``(N, classes)`` probabilities per training image (a teacher's, for
+            distillation); training batches are then ``(images, labels, soft targets)``.
     """
 
     def __init__(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                 batch_size: int, balanced_sampling: bool = False):
+                 batch_size: int, balanced_sampling: bool = False,
+                 soft_targets: np.ndarray | None = None):
         super().__init__()
-        self.train_set = TensorDataset(to_images(train[0]), torch.as_tensor(train[1]).long())
+        tensors = [to_images(train[0]), torch.as_tensor(train[1]).long()]
+        if soft_targets is not None:
+            if len(soft_targets) != len(train[1]):
+                raise ValueError(f"{len(soft_targets)} soft targets for {len(train[1])} images")
+            tensors.append(torch.as_tensor(np.asarray(soft_targets), dtype=torch.float32))
+        self.train_set = TensorDataset(*tensors)
         self.val_set = TensorDataset(to_images(val[0]), torch.as_tensor(val[1]).long())
         self.batch_size = batch_size
         self.balanced_sampling = balanced_sampling

@@ -21,7 +21,9 @@ HOST_SYNC_EVERY = 16  # steps between reads of the loss on the host
 
 class FerModule(L.LightningModule):
     """Trains a network: label-smoothed, optionally class-weighted cross-entropy, SGD
-    (Nesterov) or AdamW with a per-batch one-cycle or cosine schedule.
+    (Nesterov) or AdamW with a per-batch one-cycle or cosine schedule. With soft targets
+    in the batches (distillation), the loss is ``(1 - distill)`` times that plus
+    ``distill`` times the cross-entropy with the teacher's probabilities.
 
     The schedule follows ``progress``: the fraction of the planned steps, or of
     ``max_minutes`` when that is reached sooner, so a time-capped run still warms up and
@@ -40,7 +42,7 @@ class FerModule(L.LightningModule):
                  schedule: str = "onecycle", label_smoothing: float = 0.1,
                  loss_weights: Tensor | None = None, augment: Augment = Augment(),
                  channels_last: bool = False, max_minutes: float | None = None,
-                 train_sides: tuple[int, ...] = (SIDE,)):
+                 train_sides: tuple[int, ...] = (SIDE,), distill: float = 0.0):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
@@ -56,6 +58,7 @@ class FerModule(L.LightningModule):
         self.channels_last = channels_last
         self.max_minutes = max_minutes
         self.train_sides = tuple(train_sides)
+        self.distill = distill
         self._started: float | None = None
         self._time_used = 0.0  # fraction of max_minutes, read once per step
         self._planned_steps = 1
@@ -68,14 +71,17 @@ class FerModule(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(to_input(images, self.pixel_mean, self.pixel_std, self.channels_last))
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, y = batch
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        images, y, *soft = batch
         step = self.trainer.global_step if self._trainer else batch_idx
         x = self.augment(to_input(images, self.pixel_mean, self.pixel_std, self.channels_last),
                          self.train_side(step))
         logits = self.net(x)
         loss = F.cross_entropy(logits, y, weight=self.loss_weights,
                                label_smoothing=self.label_smoothing)
+        if soft:  # distillation: the teacher's probabilities of the unaugmented image
+            taught = F.cross_entropy(logits.float(), soft[0])
+            loss = (1.0 - self.distill) * loss + self.distill * taught
         # Host syncs (on a GPU) only every few steps: a diverged loss leaves NaN weights for
         # good, so checking now and then (and at the epoch's end) still fails the fit.
         if step % HOST_SYNC_EVERY == 0:

@@ -1,0 +1,242 @@
+"""Ensembles: several models' probabilities combined, the combination fitted on validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+from fer_lab import calibration
+from fer_lab.models import create, register
+from fer_lab.models.stored import (PROVENANCE_TAGS, active_study_tags, load_member,
+                                    rows_digest)
+
+COMBINES = ("mean", "weights", "stacking")
+VAL_FRACTION = 0.1
+# Members by key (the spec or URI, and digests of the rows they were fitted and scored
+# on): a study's trials differ only in how the votes combine, so each member is trained
+# or loaded, and scores the validation set, once per process.
+_MEMBERS: dict[tuple, tuple[Any, float, np.ndarray]] = {}
+
+
+@register("ensemble")
+class EnsembleClassifier(ClassifierMixin, BaseEstimator):
+    """Soft voting over member models, with the vote fitted on the validation set.
+
+    Args:
+        members: each a model from the tracking store, by URI (``models:/fer-cnn@champion``,
+            ``models:/fer-svm/3``, ``runs:/<id>/model``, or a logged model's folder), used
+            as it was fitted with its own calibration; ``champions``: every other
+            family's champion in the store trained on the same data and carve; or a
+            mapping ``{family: cnn, **params}``, a model trained by ``fit`` on its training
+            data (the family's defaults from ``fer_lab/configs/<family>.yaml``, then
+            ``params``).
+        combine: ``mean`` (the members' calibrated probabilities averaged), ``weights``
+            (a weighted average, the weights on the simplex minimising the validation
+            log-loss) or ``stacking`` (a multinomial logistic regression on the members'
+            log-probabilities, fitted on validation).
+        C: the inverse regularisation of ``stacking``.
+        seed: seeds the trained members (each spec's own ``seed`` wins) and the stacker.
+
+    Members from the store must come from studies on the same data and validation carve as
+    the ensemble's (``fer.data_digest`` and ``fer.protocol``): a member trained on other
+    rows may have learnt the validation faces, which would make its weight a lie. ``fit``
+    checks this when it runs inside a study; a model folder cannot be checked (a warning
+    says so).
+
+    Attributes:
+        members_: the fitted member estimators.
+        temperatures_: each member's calibration temperature (1 for trained members: their
+            validation probabilities are what the vote is fitted on).
+        weights_: the members' weights (``mean``/``weights``).
+        stacker_: the logistic regression (``stacking``).
+        member_specs_: the members as fitted (``champions`` expanded to pinned versions).
+        member_names_: a short name per member, for logs and reports.
+        fit_metrics_: per member its validation accuracy, and the weights.
+        eval_set_proba_: the ensemble's probabilities for the ``eval_set``.
+    """
+
+    def __init__(self, members: Sequence[str | Mapping[str, Any]] = (), combine="weights",
+                 C=1.0, seed=0):
+        self.members = members
+        self.combine = combine
+        self.C = C
+        self.seed = seed
+
+    def fit(self, X, y, eval_set=None, report=None):
+        """Loads or trains the members, then fits the vote on ``eval_set`` (without it, a
+        stratified 10% of ``X`` held out from the trained members).
+
+        Args:
+            X: flat ``(N, 2304)`` uint8 pixels, for the trained members.
+            y: their labels.
+            eval_set: ``(X_val, y_val)``: the validation carve the vote is fitted on.
+            report: unused (an ensemble has no epochs); accepted for the study path.
+        """
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, not {self.combine!r}")
+        if not self.members:
+            raise ValueError("an ensemble needs members: model URIs or {family: ...} specs")
+        X, y = np.asarray(X, dtype=np.uint8), np.asarray(y, dtype=np.int64)
+        if eval_set is None:
+            from sklearn.model_selection import train_test_split
+
+            X, X_val, y, y_val = train_test_split(X, y, test_size=VAL_FRACTION,
+                                                  random_state=self.seed, stratify=y)
+        else:
+            X_val, y_val = np.asarray(eval_set[0], dtype=np.uint8), np.asarray(eval_set[1])
+        self.members_, self.temperatures_, self.member_names_ = [], [], []
+        val_probas = []
+        rows = (rows_digest(X), rows_digest(X_val))
+        self.member_specs_ = expand(self.members)
+        for i, spec in enumerate(self.member_specs_):
+            key = (repr(sorted(spec.items())) if isinstance(spec, Mapping) else str(spec),
+                   self.seed + i, *rows)
+            if key not in _MEMBERS:
+                _MEMBERS[key] = self._member(spec, i, X, y, X_val, y_val)
+            member, temperature, proba = _MEMBERS[key]
+            self.members_.append(member)
+            self.temperatures_.append(float(temperature))
+            self.member_names_.append(member_name(spec))
+            val_probas.append(calibration.scale(proba, temperature))
+        self.classes_ = np.arange(val_probas[0].shape[1])
+        self._fit_vote(np.stack(val_probas), y_val)
+        self.eval_set_proba_ = self._combine(np.stack(val_probas))
+        self.fit_metrics_ = {
+            **{f"member{i}_val_accuracy": float(np.mean(p.argmax(1) == y_val))
+               for i, p in enumerate(val_probas)},
+            **({f"member{i}_weight": float(w) for i, w in enumerate(self.weights_)}
+               if self.weights_ is not None else {}),
+        }
+        return self
+
+    def _member(self, spec, i: int, X, y, X_val, y_val) -> tuple[Any, float, np.ndarray]:
+        """A member, its calibration temperature and its validation probabilities: loaded
+        from the store (with the temperature it was logged with), or trained here (1: the
+        vote is fitted on its raw validation probabilities)."""
+        from fer_lab.config import load_family
+
+        if not isinstance(spec, Mapping):
+            member, temperature = load_member(str(spec))
+            return member, temperature, member.predict_proba(X_val)
+        params = dict(spec)
+        family = params.pop("family", None)
+        if family is None:
+            raise ValueError(f"member {i}: a trained member needs a family, got {spec}")
+        member = create(family, **{**load_family(family).params, "seed": self.seed + i,
+                                   **params})
+        member.fit(X, y, eval_set=(X_val, y_val))
+        proba = getattr(member, "eval_set_proba_", None)
+        return member, 1.0, member.predict_proba(X_val) if proba is None else proba
+
+    def _fit_vote(self, probas: np.ndarray, y: np.ndarray) -> None:
+        """``probas``: (members, N, classes) calibrated validation probabilities."""
+        self.weights_, self.stacker_ = None, None
+        n = len(probas)
+        if self.combine == "mean" or n == 1:
+            self.weights_ = np.full(n, 1.0 / n)
+        elif self.combine == "weights":
+            rows = np.arange(len(y))
+            picked = probas[:, rows, y]  # (members, N): each member's probability of the truth
+
+            def loss(theta: np.ndarray) -> float:
+                return float(-np.log(softmax(theta) @ picked + 1e-12).mean())
+
+            found = minimize(loss, np.zeros(n), method="L-BFGS-B")
+            self.weights_ = softmax(found.x)
+        else:
+            self.stacker_ = LogisticRegression(C=self.C, max_iter=2000,
+                                               random_state=self.seed)
+            self.stacker_.fit(self._stack_features(probas), y)
+            if len(self.stacker_.classes_) != probas.shape[2]:
+                raise ValueError("stacking needs every class in the validation set")
+
+    @staticmethod
+    def _stack_features(probas: np.ndarray) -> np.ndarray:
+        return np.concatenate(list(calibration.log_probs(p) for p in probas), axis=1)
+
+    def _combine(self, probas: np.ndarray) -> np.ndarray:
+        if self.stacker_ is not None:
+            return self.stacker_.predict_proba(self._stack_features(probas))
+        return np.tensordot(self.weights_, probas, axes=1)
+
+    def member_probas(self, X) -> np.ndarray:
+        """Each member's calibrated probabilities, ``(members, N, classes)``."""
+        return np.stack([calibration.scale(m.predict_proba(X), t)
+                         for m, t in zip(self.members_, self.temperatures_)])
+
+    def predict_proba(self, X) -> np.ndarray:
+        """The combined probabilities; each member predicts as it was fitted (a CNN with its
+        own test-time augmentation)."""
+        return self._combine(self.member_probas(X))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def inference_setting(self) -> list:
+        """Settles how this machine predicts fastest for every member that measures it."""
+        return [m.inference_setting() for m in self.members_ if hasattr(m, "inference_setting")]
+
+    def uses_torch(self) -> bool:
+        """Whether a member is a network (its logged model then needs torch)."""
+        return any(hasattr(m, "net_") for m in self.members_)
+
+
+CHAMPIONS = "champions"
+
+
+def expand(members: Sequence[str | Mapping[str, Any]]) -> list[str | Mapping[str, Any]]:
+    """The members with ``champions`` replaced by the pinned versions of every other
+    family's champion (``models:/fer-svm/3``) whose data and carve are the active study's.
+
+    Raises:
+        ValueError: ``champions`` found none.
+    """
+    out: list[str | Mapping[str, Any]] = []
+    for spec in members:
+        if spec != CHAMPIONS:
+            out.append(spec)
+            continue
+        found = champion_uris()
+        if not found:
+            raise ValueError("ensemble members: `champions` found no family champion trained "
+                             "on this data and validation carve in the tracking store: run "
+                             "the families' studies first (`mlflow run .` runs them all)")
+        out.extend(found)
+    return out
+
+
+def champion_uris() -> list[str]:
+    """Pinned URIs of the family champions (ensembles aside) on the active study's data."""
+    import mlflow
+
+    from fer_lab import registry
+    from fer_lab.models import families
+
+    client = mlflow.MlflowClient()
+    ours = active_study_tags()
+    uris = []
+    for family in families():
+        if family == "ensemble":
+            continue
+        version = registry.champion_version(client, registry.model_name(family))
+        if version is None:
+            continue
+        if ours is not None and any(version.tags.get(t) != ours.get(t)
+                                    for t in PROVENANCE_TAGS):
+            continue
+        uris.append(f"models:/{version.name}/{version.version}")
+    return uris
+
+
+def member_name(spec) -> str:
+    """``models:/fer-cnn@champion`` as it is; ``{family: cnn, seed: 2}`` as ``cnn(seed=2)``."""
+    if not isinstance(spec, Mapping):
+        return str(spec)
+    extra = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "family")
+    return f"{spec.get('family')}({extra})"

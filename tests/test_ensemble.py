@@ -1,0 +1,137 @@
+"""Ensembles: the vote is fitted on validation only, members come from the store or are
+trained, and the result is a family like the others (study, registry, pyfunc)."""
+
+import dataclasses
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_lab import calibration, pyfunc, registry
+from fer_lab.config import TuneConfig, load_family
+from fer_lab.data import EMOTIONS, Split, Splits, load, split
+from fer_lab.models import create
+from fer_lab.models.ensemble import EnsembleClassifier
+from fer_lab.tuning import refit_and_evaluate, tune
+
+TWO = [{"family": "tree"}, {"family": "logreg", "features": "pca"}]
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split(load("synthetic:20"), val_fraction=0.2, seed=0)
+
+
+def test_weights_minimise_the_validation_log_loss(splits):
+    model = create("ensemble", members=TWO, combine="weights").fit(
+        splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    assert model.weights_.sum() == pytest.approx(1.0) and (model.weights_ >= 0).all()
+    probas = model.member_probas(splits.val.X)
+    loss = calibration.nll(model.predict_proba(splits.val.X), splits.val.y)
+    # no other split of the votes does better on validation, nor does either member alone
+    for w in np.linspace(0, 1, 11):
+        mixed = w * probas[0] + (1 - w) * probas[1]
+        assert loss <= calibration.nll(mixed, splits.val.y) + 1e-4
+    np.testing.assert_allclose(model.eval_set_proba_, model.predict_proba(splits.val.X))
+    assert set(model.fit_metrics_) == {"member0_val_accuracy", "member1_val_accuracy",
+                                       "member0_weight", "member1_weight"}
+
+
+@pytest.mark.parametrize("combine", ["mean", "stacking"])
+def test_other_votes(combine, splits):
+    model = create("ensemble", members=TWO, combine=combine).fit(
+        splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    proba = model.predict_proba(splits.test_all.X)
+    assert proba.shape == (len(splits.test_all), len(EMOTIONS))
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    if combine == "mean":
+        np.testing.assert_allclose(proba, model.member_probas(splits.test_all.X).mean(0))
+
+
+def _scrambled(splits: Splits) -> Splits:
+    """The same train and validation rows, the test splits' labels and faces shuffled."""
+    rng = np.random.default_rng(1)
+
+    def scramble(part: Split) -> Split:
+        return Split(rng.permutation(part.X), rng.permutation(part.y))
+
+    public, private = scramble(splits.test_public), scramble(splits.test_private)
+    every = Split(np.concatenate([public.X, private.X]), np.concatenate([public.y, private.y]))
+    return dataclasses.replace(splits, test_public=public, test_private=private,
+                               test_all=every, test_other=None)
+
+
+def test_the_vote_never_reads_a_test_split(tracking, splits):
+    """The study path (refit, evaluation) with the test splits scrambled: what the vote
+    learnt must not move, while the test scores do."""
+    params = {"members": TWO, "combine": "weights"}
+    seen = []
+    for parts in (splits, _scrambled(splits)):
+        with mlflow.start_run():
+            metrics, uri = refit_and_evaluate("ensemble", params, parts, seed=0)
+        model = mlflow.pyfunc.load_model(uri).unwrap_python_model().estimator
+        seen.append((model.weights_, metrics))
+    (w0, m0), (w1, m1) = seen
+    np.testing.assert_array_equal(w0, w1)
+    assert m0["val_accuracy"] == m1["val_accuracy"]
+    assert m0["calibration_temperature"] == m1["calibration_temperature"]
+    assert m0["test_all_accuracy"] != m1["test_all_accuracy"]
+
+
+def _register(family: str, splits, digest: str, **params) -> str:
+    model = create(family, **params).fit(splits.train.X, splits.train.y)
+    with mlflow.start_run() as run:
+        uri = pyfunc.log_model(model, splits.val.X[:2], temperature=1.5)
+    registry.register(uri, family, {"val_accuracy": 0.5},
+                      {"fer.data_digest": digest, "fer.protocol": "val 0.2 of Training, seed 0",
+                       "fer.objective": "accuracy", "fer.run_id": run.info.run_id})
+    return f"models:/fer-{family}@champion"
+
+
+def test_members_from_the_store_and_a_study(fresh_tracking, tmp_path, splits):
+    """``champions`` gathers the store's family champions of the study's data; the study
+    registers fer-ensemble, whose pyfunc predicts with every member, calibrated as each
+    was logged; a champion of other data is left out."""
+    dataset = load("synthetic:20")
+    digest = dataset.digest
+    _register("tree", splits, digest)
+    _register("knn", splits, digest, features="pca", pca_components=0.9)
+    _register("logreg", splits, "other-data", features="pca")  # another data set's
+    model = load_family("ensemble", budget="quick")
+    model = dataclasses.replace(model, study=dataclasses.replace(
+        model.study, trials=2, startup_trials=2))
+    config = TuneConfig(model=model, data="synthetic:20", val_fraction=0.2,
+                        experiment=tmp_path.name, storage=f"sqlite:///{tmp_path}/optuna.db")
+    metrics = tune(config, dataset, progress=False)
+    assert 0 <= metrics["val_accuracy"] <= 1
+    version = mlflow.MlflowClient().get_model_version_by_alias("fer-ensemble", "champion")
+    loaded = mlflow.pyfunc.load_model(f"models:/fer-ensemble/{version.version}")
+    estimator = loaded.unwrap_python_model().estimator
+    assert estimator.member_specs_ == ["models:/fer-knn/1", "models:/fer-tree/1"]
+    assert estimator.temperatures_ == [1.5, 1.5]
+    faces = splits.test_all.X[:4]
+    out = loaded.predict(pd.DataFrame({"pixels": pyfunc.pixel_strings(faces)}),
+                         params={"calibrated": False})
+    members = [calibration.scale(m.predict_proba(faces), 1.5) for m in estimator.members_]
+    expected = estimator._combine(np.stack(members))
+    np.testing.assert_allclose(out[list(EMOTIONS)].to_numpy(), expected, atol=1e-9)
+
+
+def test_a_member_of_other_data_is_refused(fresh_tracking, splits):
+    uri = _register("tree", splits, "other-data")
+    with mlflow.start_run(tags={"fer.data_digest": "this-data",
+                                "fer.protocol": "val 0.2 of Training, seed 0"}):
+        with pytest.raises(ValueError, match="validation faces"):
+            EnsembleClassifier(members=[uri]).fit(
+                splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+
+
+def test_bad_members():
+    X, y = np.zeros((20, 2304), np.uint8), np.arange(20) % 7
+    with pytest.raises(ValueError, match="needs members"):
+        EnsembleClassifier(members=[]).fit(X, y)
+    with pytest.raises(ValueError, match="needs a family"):
+        EnsembleClassifier(members=[{"seed": 1}]).fit(X, y)
+    with pytest.raises(ValueError, match="combine must be"):
+        EnsembleClassifier(members=TWO, combine="max").fit(X, y)
