@@ -68,7 +68,7 @@ def test_the_main_job_has_one_default_budget_everywhere():
 def test_unknown_family_fails_before_any_work(tmp_path, capsys):
     assert cli.main(["tune", "no-such", "--storage", f"sqlite:///{tmp_path}/o.db"]) == 1
     err = capsys.readouterr().err
-    assert "unknown family 'no-such'; known: cnn, forest, knn, logreg, svm, tree" in err
+    assert "unknown family 'no-such'; known: cnn, ensemble, forest, knn, logreg, svm, tree" in err
     assert not (tmp_path / "o.db").exists()
 
 

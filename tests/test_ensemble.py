@@ -15,7 +15,7 @@ from fer_lab.models import create
 from fer_lab.models.ensemble import EnsembleClassifier
 from fer_lab.tuning import refit_and_evaluate, tune
 
-TWO = [{"family": "tree"}, {"family": "logreg", "features": "pca"}]
+TWO = [{"family": "tree"}, {"family": "knn"}]
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +130,8 @@ def test_a_member_of_other_data_is_refused(fresh_tracking, splits):
 def test_bad_members():
     X, y = np.zeros((20, 2304), np.uint8), np.arange(20) % 7
     with pytest.raises(ValueError, match="needs members"):
-        EnsembleClassifier(members=[]).fit(X, y)
+        EnsembleClassifier(members=[]).fit(X, y, eval_set=(X, y))
     with pytest.raises(ValueError, match="needs a family"):
-        EnsembleClassifier(members=[{"seed": 1}]).fit(X, y)
+        EnsembleClassifier(members=[{"seed": 1}]).fit(X, y, eval_set=(X, y))
     with pytest.raises(ValueError, match="combine must be"):
-        EnsembleClassifier(members=TWO, combine="max").fit(X, y)
+        EnsembleClassifier(members=TWO, combine="max").fit(X, y, eval_set=(X, y))

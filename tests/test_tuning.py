@@ -93,7 +93,7 @@ def test_members_and_teachers_make_studies_of_their_own(tmp_path):
         model = dataclasses.replace(config.model, params={**config.model.params, **params})
         return study_name(dataclasses.replace(config, model=model), "d" * 16)
 
-    assert name("cnn") == "cnn-quick-" + "d" * 16  # as before for plain families
+    assert name("cnn") == "cnn-default-" + "d" * 16  # as before for plain families
     assert name("cnn", teacher=None) == name("cnn")
     taught = {name("cnn", teacher="models:/fer-ensemble/1"),
               name("cnn", teacher="models:/fer-ensemble/2")}
