@@ -33,9 +33,23 @@ def test_weights_minimise_the_validation_log_loss(splits):
     for w in np.linspace(0, 1, 11):
         mixed = w * probas[0] + (1 - w) * probas[1]
         assert loss <= calibration.nll(mixed, splits.val.y) + 1e-4
-    np.testing.assert_allclose(model.eval_set_proba_, model.predict_proba(splits.val.X))
+    assert model.eval_set_proba_.shape == (len(splits.val), len(EMOTIONS))
+    np.testing.assert_allclose(model.eval_set_proba_.sum(1), 1.0)
     assert set(model.fit_metrics_) == {"member0_val_accuracy", "member1_val_accuracy",
                                        "member0_weight", "member1_weight"}
+
+
+def test_a_fitted_vote_is_scored_out_of_fold():
+    """Members that know nothing: stacking fitted on the validation faces scores well on
+    them; the score a study compares votes by (``eval_set_proba_``) stays at chance."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 300)
+    probas = rng.dirichlet(np.ones(7), size=(3, 300))
+    model = EnsembleClassifier(combine="stacking", C=100.0)
+    out_of_fold = model._out_of_fold(probas, y)
+    model._fit_vote(probas, y)
+    assert (model._combine(probas).argmax(1) == y).mean() > 0.25
+    assert (out_of_fold.argmax(1) == y).mean() < 0.2
 
 
 @pytest.mark.parametrize("combine", ["mean", "stacking"])

@@ -18,6 +18,7 @@ from fer_lab.models.stored import (PROVENANCE_TAGS, active_study_tags, load_memb
 
 COMBINES = ("mean", "weights", "stacking")
 VAL_FRACTION = 0.1
+VOTE_FOLDS = 5  # folds of the validation set that score a fitted vote out of sample
 # Members by key (the spec or URI, and digests of the rows they were fitted and scored
 # on): a study's trials differ only in how the votes combine, so each member is trained
 # or loaded, and scores the validation set, once per process.
@@ -58,7 +59,9 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         member_specs_: the members as fitted (``champions`` expanded to pinned versions).
         member_names_: a short name per member, for logs and reports.
         fit_metrics_: per member its validation accuracy, and the weights.
-        eval_set_proba_: the ensemble's probabilities for the ``eval_set``.
+        eval_set_proba_: the ensemble's probabilities for the ``eval_set``, out-of-fold
+            (``VOTE_FOLDS`` folds) for the fitted votes, so that a study comparing
+            ``mean``, ``weights`` and ``stacking`` on them compares them fairly.
     """
 
     def __init__(self, members: Sequence[str | Mapping[str, Any]] = (), combine="weights",
@@ -105,8 +108,12 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             self.member_names_.append(member_name(spec))
             val_probas.append(calibration.scale(proba, temperature))
         self.classes_ = np.arange(val_probas[0].shape[1])
-        self._fit_vote(np.stack(val_probas), y_val)
-        self.eval_set_proba_ = self._combine(np.stack(val_probas))
+        probas = np.stack(val_probas)
+        # The vote is fitted on the validation faces, so its score there would flatter the
+        # votes with more to fit (stacking's 100-odd weights): eval_set_proba_, what a study
+        # scores, is out-of-fold; the vote kept is then fitted on all of them.
+        self.eval_set_proba_ = self._out_of_fold(probas, y_val)
+        self._fit_vote(probas, y_val)
         self.fit_metrics_ = {
             **{f"member{i}_val_accuracy": float(np.mean(p.argmax(1) == y_val))
                for i, p in enumerate(val_probas)},
@@ -155,6 +162,24 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             self.stacker_.fit(self._stack_features(probas), y)
             if len(self.stacker_.classes_) != probas.shape[2]:
                 raise ValueError("stacking needs every class in the validation set")
+
+    def _out_of_fold(self, probas: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Each validation face's probabilities from a vote fitted on the other folds."""
+        from sklearn.model_selection import StratifiedKFold
+
+        if self.combine == "mean" or len(probas) == 1:
+            return np.tensordot(np.full(len(probas), 1.0 / len(probas)), probas, axes=1)
+        out = np.empty(probas.shape[1:])
+        folds = StratifiedKFold(VOTE_FOLDS, shuffle=True, random_state=self.seed)
+        try:
+            splits = list(folds.split(np.zeros(len(y)), y))
+        except ValueError:  # too few faces of a class for the folds (tiny test sets)
+            self._fit_vote(probas, y)
+            return self._combine(probas)
+        for fit_rows, held in splits:
+            self._fit_vote(probas[:, fit_rows], y[fit_rows])
+            out[held] = self._combine(probas[:, held])
+        return out
 
     @staticmethod
     def _stack_features(probas: np.ndarray) -> np.ndarray:
