@@ -8,6 +8,7 @@ import sys
 
 from fer_lab import __version__
 from fer_lab import data as fer_data
+from fer_lab import labels as label_sets
 from fer_lab.analysis.analyzer import DETECT_INTERVAL
 from fer_lab.config import BUDGETS, DEFAULT_BUDGET, DEFAULT_STORAGE, MAIN_JOB_BUDGET
 
@@ -22,12 +23,13 @@ def _families(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    dataset = fer_data.load(args.path)
+    dataset = label_sets.load(args.path, args.labels)
     counts = dataset.counts()
-    width = max(len(e) for e in fer_data.EMOTIONS)
-    print(f"{dataset.source}: {len(dataset.labels)} images, digest {dataset.digest}")
+    width = max(len(e) for e in (*dataset.classes, "total"))
+    print(f"{dataset.source}: {len(dataset.labels)} images, digest {dataset.digest}, "
+          f"labels {dataset.label_set}")
     print(f"{'class':{width}s} " + " ".join(f"{u:>11s}" for u in counts))
-    for i, emotion in enumerate(fer_data.EMOTIONS):
+    for i, emotion in enumerate(dataset.classes):
         print(f"{emotion:{width}s} " + " ".join(f"{c[i]:11d}" for c in counts.values()))
     print(f"{'total':{width}s} " + " ".join(f"{sum(c):11d}" for c in counts.values()))
     return 0
@@ -66,7 +68,7 @@ def _tune(args: argparse.Namespace) -> int:
                 raise ValueError(f"--{name} does not apply to {args.family!r} (a parameter of "
                                  f"{FAMILY_OPTIONS[name]})")
         model = dataclasses.replace(model, params={**model.params, **given})
-    config = TuneConfig(model=model, data=args.data, seed=args.seed,
+    config = TuneConfig(model=model, data=args.data, labels=args.labels, seed=args.seed,
                         val_fraction=args.val_fraction, experiment=args.experiment,
                         storage=args.storage, study_name=args.study_name, budget=args.budget,
                         register=args.register, workers=args.workers,
@@ -97,7 +99,7 @@ def _promote(args: argparse.Namespace) -> int:
     from fer_lab import registry, tracking
 
     tracking.configure()
-    decision = registry.promote()
+    decision = registry.promote(args.labels)
     state = "changed" if decision.changed else "unchanged"
     print(f"{decision.name}@{registry.CHAMPION} = version {decision.version} ({state})")
     print(decision.reason)
@@ -155,12 +157,14 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fer_lab import evaluate
+    from fer_lab import evaluate, pyfunc, registry
 
-    faces = evaluate.load_faces(args.data, args.split, args.detect_faces)
+    model = registry.load_model(args.model)
+    faces = evaluate.load_faces(args.data, args.split, args.detect_faces,
+                                args.labels or pyfunc.label_set_of(model))
     for path in faces.skipped:
         print(f"{path}: no face found (skipped)", file=sys.stderr)
-    m = evaluate.evaluate(args.model, faces, args.experiment)
+    m = evaluate.evaluate(args.model, faces, args.experiment, model=model)
     s = faces.split
     print(f"{args.model} on {faces.source} ({s}): {len(faces.y)} faces")
     for measure in ("accuracy", "macro_f1"):
@@ -183,7 +187,8 @@ def _compare(args: argparse.Namespace) -> int:
     from fer_lab.compare import compare
 
     result = compare(args.data, args.budget, args.families or None, seed=args.seed,
-                     experiment=args.experiment, storage=args.storage, out=args.out)
+                     experiment=args.experiment, storage=args.storage, out=args.out,
+                     labels=args.labels)
     for family, metrics in result.metrics.items():
         print(f"[{family}]")
         _print_metrics(metrics, "  ")
@@ -220,6 +225,9 @@ class _Help(argparse.HelpFormatter):
 
 DATA_HELP = ("fer2013.csv[.gz], Kaggle's download (zip or tar.gz), an image folder, or "
              "'synthetic' (generated faces)")
+LABELS_HELP = ("the label set: fer2013 (the competition's 7 classes), ferplus (Microsoft's "
+               "FER+ majority votes, 8 classes, read from fer2013new.csv beside the data) or "
+               "ferplus:FILE (the votes file named)")
 
 
 def _seed(text: str) -> int:
@@ -229,6 +237,7 @@ def _seed(text: str) -> int:
 def _common(cmd: argparse.ArgumentParser) -> None:
     """The options ``tune`` and ``compare`` share, with the same defaults."""
     cmd.add_argument("--data", default="synthetic", help=DATA_HELP)
+    cmd.add_argument("--labels", default=label_sets.DEFAULT, help=LABELS_HELP)
     cmd.add_argument("--seed", type=_seed, default=0,
                      help="seeds the validation carve, the sampler and the fits")
     cmd.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
@@ -262,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
     check = data.add_parser("check", formatter_class=_Help,
                             help="validate a data set and print per-split class counts")
     check.add_argument("path", help=DATA_HELP)
+    check.add_argument("--labels", default=label_sets.DEFAULT, help=LABELS_HELP)
     check.set_defaults(run=_data_check)
 
     t = command("tune", "run (or resume) a family's Optuna study, tracked in MLflow")
@@ -308,8 +318,11 @@ def parser() -> argparse.ArgumentParser:
                         "failed as its worker's loss (database storages)")
     t.set_defaults(run=_tune)
 
-    command("promote", "point fer-emotion@champion at the best family champion"
-            ).set_defaults(run=_promote)
+    pm = command("promote", "point fer-emotion@champion at the best family champion")
+    pm.add_argument("--labels", default=label_sets.DEFAULT, choices=list(label_sets.LABEL_SETS),
+                    help="the label set whose champions compete; ferplus promotes into "
+                         "fer-emotion-ferplus")
+    pm.set_defaults(run=_promote)
 
     pr = command("predict", "classify face images, folders or Kaggle-style CSVs")
     pr.add_argument("paths", nargs="+", metavar="PATH",
@@ -374,6 +387,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--detect-faces", action="store_true",
                     help="the images are photos: classify the largest face found in each "
                          "(default: each image is one face)")
+    ev.add_argument("--labels", help=LABELS_HELP + " (default: the model's label set; faces "
+                                   "of another label set count as the model's classes of "
+                                   "the same name)")
     ev.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
     ev.set_defaults(run=_evaluate)
 

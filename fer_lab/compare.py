@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 
-from fer_lab import data as fer_data
+from fer_lab import labels as label_sets
 from fer_lab import registry, report, tracking
 from fer_lab.config import DEFAULT_STORAGE, MAIN_JOB_BUDGET, TuneConfig, load_family
 from fer_lab.models import families as all_families
@@ -40,25 +40,29 @@ class Comparison:
 def compare(data: str = "synthetic", budget: str = MAIN_JOB_BUDGET,
             families: Sequence[str] | None = None, *, seed: int = 0,
             experiment: str = "fer-lab", storage: str = DEFAULT_STORAGE,
-            out: str | Path = "report", progress: bool = True) -> Comparison:
-    """Tunes every family (or ``families``) on ``data`` with ``budget``, promotes the best
-    and writes the report of these studies into ``out``."""
+            out: str | Path = "report", progress: bool = True,
+            labels: str = label_sets.DEFAULT) -> Comparison:
+    """Tunes every family (or ``families``) on ``data`` labelled with ``labels`` (a label
+    set, ``fer_lab.labels``) with ``budget``, promotes the best and writes the report of
+    these studies into ``out``."""
     tracking.configure()
-    dataset = fer_data.load(data)
+    dataset = label_sets.load(data, labels)
     # Ensembles last: their members are the champions the other studies produced.
     names = sorted(families or all_families(), key=lambda f: f == "ensemble")
     configs = [TuneConfig(model=load_family(f, budget=budget), data=data, seed=seed,
-                          experiment=experiment, storage=storage, budget=budget)
+                          experiment=experiment, storage=storage, budget=budget, labels=labels)
                for f in names]  # every config is read before hours of training start
     metrics = {}
     with tracking.top_run(experiment, f"compare · {budget}", "compare",
-                          {"fer.budget": budget, "fer.data_digest": dataset.digest}) as run:
+                          {"fer.budget": budget, "fer.data_digest": dataset.digest,
+                           tracking.LABELS_TAG: dataset.label_set}) as run:
         mlflow.log_params({"compare.data": data, "compare.budget": budget,
-                           "compare.families": ",".join(names), "compare.seed": seed})
+                           "compare.families": ",".join(names), "compare.seed": seed,
+                           "compare.labels": labels})
         for config in configs:
             log.warning("compare: %s study (%s budget)", config.model.family, budget)
             metrics[config.model.family] = tune(config, dataset, progress=progress)
-        promotion = registry.promote()
+        promotion = registry.promote(dataset.label_set)
         mlflow.set_tag("fer.promotion", promotion.reason)
         page = report.log_report(out, experiment, parent=run.info.run_id)
     return Comparison(metrics, promotion, page, run.info.run_id)

@@ -112,6 +112,12 @@ class TuneConfig:
     register: bool = True
     workers: int = 1
     heartbeat: float = 30.0
+    labels: str = "fer2013"  # the label set (fer_lab.labels): fer2013, ferplus[:VOTES_FILE]
+
+    @property
+    def label_set(self) -> str:
+        """The label set's name, without a votes file: ``fer2013`` or ``ferplus``."""
+        return self.labels.partition(":")[0]
 
     @property
     def protocol(self) -> str:

@@ -61,10 +61,14 @@ class FerData:
 
     Attributes:
         images: ``(N, 48, 48)`` uint8 grey images.
-        labels: ``(N,)`` emotion ids 0..6.
+        labels: ``(N,)`` class ids: label ``i`` is ``classes[i]``.
         usage: ``(N,)`` indices into ``USAGES``.
-        digest: content digest of the source, used as cache key and logged with runs.
+        digest: content digest of the source (and of the labels, for a label set other
+            than the source's own), used as cache key and logged with runs.
         source: where the data came from.
+        classes: the class names, FER2013's seven unless a label set
+            (``fer_lab.labels``) relabelled the images.
+        label_set: the label set's name: ``fer2013``, or e.g. ``ferplus``.
     """
 
     images: np.ndarray
@@ -72,11 +76,13 @@ class FerData:
     usage: np.ndarray
     digest: str
     source: str
+    classes: tuple[str, ...] = EMOTIONS
+    label_set: str = "fer2013"
 
     def counts(self) -> dict[str, list[int]]:
         """Per-usage class counts, for ``fer-lab data check``."""
         return {
-            name: np.bincount(self.labels[self.usage == i], minlength=len(EMOTIONS)).tolist()
+            name: np.bincount(self.labels[self.usage == i], minlength=len(self.classes)).tolist()
             for i, name in enumerate(USAGES)
             if (self.usage == i).any()
         }
@@ -107,6 +113,7 @@ class Splits:
     test_private: Split
     test_all: Split
     test_other: Split | None = None  # "Test" rows of image-folder data: in test_all only
+    classes: tuple[str, ...] = EMOTIONS  # the class names: label i is classes[i]
 
     def test_parts(self) -> dict[str, Split]:
         """The non-empty disjoint parts of ``test_all``: test_private, test_public and the
@@ -186,7 +193,7 @@ def split(data: FerData, val_fraction: float = 0.1, seed: int = 0) -> Splits:
         return Split(np.ascontiguousarray(X[idx]), data.labels[idx].astype(np.int64))
 
     return Splits(part(train_idx), part(val_idx), part(public), part(private), part(every_test),
-                  part(other))
+                  part(other), data.classes)
 
 
 def _is_archive(path: Path) -> bool:

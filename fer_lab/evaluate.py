@@ -9,9 +9,13 @@ calibration before and after the model's temperature, confusion matrices, classi
 report, reliability diagram, every face's prediction.
 
 A collection may hold a subset of the classes (CK+ has no neutral): the scores are then
-given twice, over all seven classes (a face called neutral is wrong) and over the classes
-present (``*_present``: the prediction is the most probable of those classes, the macro
-scores average over them).
+given twice, over all the model's classes (a face called neutral is wrong) and over the
+classes present (``*_present``: the prediction is the most probable of those classes, the
+macro scores average over them).
+
+Scores are in the model's classes (``fer_lab.pyfunc.classes_of``): faces of another label
+set count as the model's class of the same name (FER2013's seven are all among FER+'s
+eight).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_lab import data as fer_data
+from fer_lab import labels as label_sets
 from fer_lab.data import EMOTIONS
 
 ROLE = "evaluation"
@@ -30,7 +35,8 @@ DEFAULT_SPLIT = "test_all"
 
 @dataclass(frozen=True)
 class Faces:
-    """Labelled faces to evaluate on: flat pixels ``X``, labels ``y``, and where from."""
+    """Labelled faces to evaluate on: flat pixels ``X``, labels ``y`` (label ``i`` is
+    ``classes[i]``, of label set ``label_set``), and where from."""
 
     X: np.ndarray
     y: np.ndarray
@@ -38,6 +44,8 @@ class Faces:
     digest: str
     split: str
     skipped: tuple[str, ...] = ()  # photos in which no face was found
+    classes: tuple[str, ...] = EMOTIONS
+    label_set: str = label_sets.DEFAULT
 
 
 def splits_of(dataset: fer_data.FerData, val_fraction: float = 0.1,
@@ -61,10 +69,12 @@ def splits_of(dataset: fer_data.FerData, val_fraction: float = 0.1,
     return {name: part for name, part in named.items() if len(part)}
 
 
-def load_faces(source: str, split: str | None = None, detect_faces: bool = False) -> Faces:
+def load_faces(source: str, split: str | None = None, detect_faces: bool = False,
+               labels: str = label_sets.DEFAULT) -> Faces:
     """The labelled faces of ``source``: its ``split`` (default ``test_all`` where it has
-    test rows, else ``all``), or with ``detect_faces`` the largest face of every photo
-    under ``<emotion>/`` folders.
+    test rows, else ``all``) with the label set ``labels`` (``fer_lab.labels``), or with
+    ``detect_faces`` the largest face of every photo under ``<emotion>/`` folders
+    (FER2013's class names).
 
     Raises:
         DataError: the source cannot be read, or has no such split.
@@ -74,13 +84,14 @@ def load_faces(source: str, split: str | None = None, detect_faces: bool = False
             raise fer_data.DataError("--split applies to data sets with splits, not to "
                                      "photos with --detect-faces")
         return _detected(Path(source))
-    dataset = fer_data.load(source)
+    dataset = label_sets.load(source, labels)
     available = splits_of(dataset)
     name = split or (DEFAULT_SPLIT if DEFAULT_SPLIT in available else "all")
     if name not in available:
         raise fer_data.DataError(f"{source}: no {name!r} split; it has {sorted(available)}")
     part = available[name]
-    return Faces(part.X, part.y, dataset.source, dataset.digest, name)
+    return Faces(part.X, part.y, dataset.source, dataset.digest, name,
+                 classes=dataset.classes, label_set=dataset.label_set)
 
 
 def _detected(folder: Path) -> Faces:
@@ -120,32 +131,46 @@ def present_scores(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     return {"accuracy_present": scores["accuracy"], "macro_f1_present": scores["macro_f1"]}
 
 
-def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab") -> dict[str, float]:
+def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
+             model=None) -> dict[str, float]:
     """Scores the model on ``faces`` and records it all as a run of ``experiment``.
+
+    Args:
+        model_uri: the model's URI.
+        faces: the faces; their labels become the model's classes of the same names.
+        experiment: the MLflow experiment of the run.
+        model: the model, already loaded from ``model_uri``; loaded when None.
 
     Returns:
         The metrics logged, prefixed with the split's name (``test_all_accuracy``, ...).
+
+    Raises:
+        DataError: the faces hold a class the model does not score.
     """
     import mlflow
 
-    from fer_lab import registry, tracking
+    from fer_lab import pyfunc, registry, tracking
 
-    model = registry.load_model(model_uri)
+    if model is None:
+        model = registry.load_model(model_uri)
+    classes = pyfunc.classes_of(model)
+    y = label_sets.translate(faces.y, faces.classes, classes)
     temperature = float(getattr(model.unwrap_python_model(), "temperature", 1.0))
-    raw = model.predict(faces.X, params={"calibrated": False})[list(EMOTIONS)].to_numpy()
+    raw = model.predict(faces.X, params={"calibrated": False})[list(classes)].to_numpy()
     tags = {"fer.model_uri": model_uri, "fer.data_digest": faces.digest,
             "fer.data_source": faces.source, "fer.split": faces.split,
-            **model_tags(model_uri)}
+            tracking.LABELS_TAG: faces.label_set,
+            "fer.model_labels": pyfunc.label_set_of(model), **model_tags(model_uri)}
     name = f"evaluate · {tags.get('fer.model', model_uri)} · {Path(faces.source).name}"
     with tracking.top_run(experiment, name, ROLE, tags):
-        metrics = tracking.log_evaluation(faces.split, faces.y, raw, temperature, X=faces.X)
-        metrics.update(present_scores(faces.y, raw))
+        metrics = tracking.log_evaluation(faces.split, y, raw, temperature, X=faces.X,
+                                          classes=classes)
+        metrics.update(present_scores(y, raw))
         metrics = {f"{faces.split}_{k}": v for k, v in metrics.items()}
         metrics.update(faces=len(faces.y), faces_skipped=len(faces.skipped),
                        calibration_temperature=temperature)
         mlflow.log_metrics(metrics)
-        mlflow.log_param("classes_present",
-                         ",".join(EMOTIONS[i] for i in np.unique(faces.y)))
+        mlflow.log_param("classes_present", ",".join(classes[i] for i in np.unique(y)))
         if faces.skipped:
             mlflow.log_text("\n".join(faces.skipped) + "\n", "evaluation/no_face_found.txt")
     return metrics

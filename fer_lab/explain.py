@@ -14,6 +14,7 @@ Maps are ``(N, 48, 48)`` in [0, 1], 1 where the evidence for the class is strong
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,20 +135,21 @@ def write_overlays(faces: np.ndarray, maps: np.ndarray, names: list[str], folder
 
 
 def write_class_means(X: np.ndarray, y: np.ndarray, proba: np.ndarray, maps: np.ndarray,
-                      path: Path, title: str) -> Path:
-    """Per class, the mean map over its correctly classified faces, over the mean face."""
+                      path: Path, title: str, classes: Sequence[str] = EMOTIONS) -> Path:
+    """Per class (label ``i`` is ``classes[i]``), the mean map over its correctly
+    classified faces, over the mean face."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     right = proba.argmax(axis=1) == y
-    fig, axes = plt.subplots(1, len(EMOTIONS), figsize=(1.6 * len(EMOTIONS), 2.1))
+    fig, axes = plt.subplots(1, len(classes), figsize=(1.6 * len(classes), 2.1))
     for label, ax in enumerate(axes):
         ax.set_xticks([])
         ax.set_yticks([])
         hit = right & (y == label)
-        ax.set_title(f"{EMOTIONS[label]} ({int(hit.sum())})", fontsize=8)
+        ax.set_title(f"{classes[label]} ({int(hit.sum())})", fontsize=8)
         if hit.any():
             ax.imshow(overlay(X[hit].mean(axis=0), _unit(maps[hit].mean(axis=0)[None])[0]))
     fig.suptitle(title, fontsize=9)
@@ -163,12 +165,13 @@ OCCLUSION_PER_CLASS = 30  # faces per class for a study's mean maps by occlusion
 
 def write_study_explanations(estimator, X: np.ndarray, y: np.ndarray, proba: np.ndarray,
                              folder: Path, per_class: int | None = None, mistakes: int = 12,
-                             seed: int = 0) -> list[Path]:
+                             seed: int = 0, classes: Sequence[str] = EMOTIONS) -> list[Path]:
     """A study's ``explanations/``: per class the mean map over its correctly classified
     faces (all of them with Grad-CAM, one backward pass per batch; a seeded
     ``OCCLUSION_PER_CLASS`` with occlusion, unless ``per_class`` says), and the
     ``mistakes`` most confident mistakes with the maps of the class they were taken for.
-    ``proba`` are the model's probabilities of ``X`` (test_all)."""
+    ``proba`` are the model's probabilities of ``X`` (test_all), a column per class of
+    ``classes``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,7 +182,7 @@ def write_study_explanations(estimator, X: np.ndarray, y: np.ndarray, proba: np.
     rng = np.random.default_rng(seed)
     pred = proba.argmax(axis=1)
     right = [rng.permutation(np.flatnonzero((y == c) & (pred == c)))[:per_class]
-             for c in range(len(EMOTIONS))]
+             for c in range(len(classes))]
     chosen = np.concatenate(right).astype(np.int64)
     wrong = np.flatnonzero(pred != y)
     worst = wrong[np.argsort(-proba[wrong].max(axis=1), kind="stable")[:mistakes]]
@@ -190,7 +193,7 @@ def write_study_explanations(estimator, X: np.ndarray, y: np.ndarray, proba: np.
     paths = [write_class_means(X[chosen], y[chosen], proba[chosen], maps[:len(chosen)],
                                folder / "class_means.png",
                                f"{name}: mean map per class over correctly classified "
-                               f"test_all faces (count)")]
+                               f"test_all faces (count)", classes)]
     if len(worst):
         cols = min(len(worst), 6)
         rows = (len(worst) + cols - 1) // cols
@@ -199,7 +202,7 @@ def write_study_explanations(estimator, X: np.ndarray, y: np.ndarray, proba: np.
             ax.axis("off")
         for ax, i, heat in zip(axes.flat, worst, maps[len(chosen):]):
             ax.imshow(overlay(X[i], heat))
-            ax.set_title(f"{EMOTIONS[y[i]]} → {EMOTIONS[pred[i]]}\n{proba[i].max():.2f}",
+            ax.set_title(f"{classes[y[i]]} → {classes[pred[i]]}\n{proba[i].max():.2f}",
                          fontsize=7)
         fig.suptitle(f"{name}: most confident mistakes (true → predicted, confidence), "
                      "map of the predicted class", fontsize=8)

@@ -1,9 +1,10 @@
 """The convolutional networks of the ``cnn`` family: plain ``nn.Module``s, no training logic.
 
-Every network maps ``(B, 1, 48, 48)`` float images to ``(B, 7)`` logits (and, unless its
-class sets ``fixed_input``, images of other sizes too, thanks to global pooling) and is built by
-name from ``ARCHITECTURES`` with two knobs: ``width`` (channels of the first stage; later
-stages double it) and ``dropout`` (before the classifier). Depthwise convolutions are
+Every network maps ``(B, 1, 48, 48)`` float images to ``(B, n_classes)`` logits (and, unless
+its class sets ``fixed_input``, images of other sizes too, thanks to global pooling) and is
+built by name from ``ARCHITECTURES`` with three knobs: ``width`` (channels of the first stage;
+later stages double it), ``dropout`` (before the classifier) and ``n_classes`` (FER2013's 7
+by default; a label set such as FER+ has 8). Depthwise convolutions are
 avoided on purpose: they crashed torch in fp32 + channels_last on this project's CPUs.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-N_CLASSES = 7
+N_CLASSES = 7  # FER2013's classes: the default head
 SIDE = 48
 
 
@@ -23,25 +24,26 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
-def pooled_head(c_in: int, dropout: float) -> nn.Sequential:
+def pooled_head(c_in: int, dropout: float, n_classes: int) -> nn.Sequential:
     """Global average pooling, dropout, then the linear classifier over ``c_in`` channels."""
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                         nn.Linear(c_in, N_CLASSES))
+                         nn.Linear(c_in, n_classes))
 
 
 class SeedCNN(nn.Sequential):
     """The seed team's Keras network, layer for layer ('valid' padding, no batch norm).
 
     Conv(32) -> Conv(64) -> MaxPool -> Conv(128) -> MaxPool -> Flatten -> Dense(128) ->
-    Dense(7): 1,732,103 parameters at ``width=32``. ``width`` scales every layer; the
-    dropout layers have no parameters, so the count holds for any ``dropout``.
+    Dense(7): 1,732,103 parameters at ``width=32`` with FER2013's 7 classes. ``width``
+    scales every layer; the dropout layers have no parameters, so the count holds for any
+    ``dropout``.
     Its dense layer fixes the input at 48x48 (``fixed_input``): it cannot train on
     smaller resamplings.
     """
 
     fixed_input = True
 
-    def __init__(self, width: int = 32, dropout: float = 0.0):
+    def __init__(self, width: int = 32, dropout: float = 0.0, n_classes: int = N_CLASSES):
         w = width
         side = ((SIDE - 4) // 2 - 2) // 2  # two valid convs, pool, valid conv, pool: 10
         super().__init__(
@@ -50,7 +52,7 @@ class SeedCNN(nn.Sequential):
             nn.Conv2d(2 * w, 4 * w, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Flatten(), nn.Dropout(dropout),
             nn.Linear(4 * w * side * side, 4 * w), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4 * w, N_CLASSES),
+            nn.Linear(4 * w, n_classes),
         )
 
 
@@ -59,7 +61,7 @@ class VGG(nn.Module):
     w, 2w, 4w, 8w, then global average pooling, dropout and a linear classifier.
     About 1.17M parameters at ``width=32``."""
 
-    def __init__(self, width: int = 32, dropout: float = 0.3):
+    def __init__(self, width: int = 32, dropout: float = 0.3, n_classes: int = N_CLASSES):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
@@ -67,7 +69,7 @@ class VGG(nn.Module):
             layers += [conv_bn_relu(c_in, c_out), conv_bn_relu(c_out, c_out), nn.MaxPool2d(2)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.head = pooled_head(c_in, dropout)
+        self.head = pooled_head(c_in, dropout, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -96,7 +98,7 @@ class ResNet(nn.Module):
     (strides 1, 2, 2, 2: 48 -> 6 px), global average pooling, dropout, linear.
     About 1.22M parameters at ``width=32``; as deep as the VGG but with shortcuts."""
 
-    def __init__(self, width: int = 32, dropout: float = 0.3):
+    def __init__(self, width: int = 32, dropout: float = 0.3, n_classes: int = N_CLASSES):
         super().__init__()
         stages: list[nn.Module] = [conv_bn_relu(1, width)]
         c_in = width
@@ -104,7 +106,7 @@ class ResNet(nn.Module):
             stages.append(BasicBlock(c_in, c_out, stride))
             c_in = c_out
         self.features = nn.Sequential(*stages)
-        self.head = pooled_head(c_in, dropout)
+        self.head = pooled_head(c_in, dropout, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -117,14 +119,21 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build(name: str, width: int = 32, dropout: float = 0.3) -> nn.Module:
-    """A new network of architecture ``name``; fails loudly on an unknown name."""
+def build(name: str, width: int = 32, dropout: float = 0.3,
+          n_classes: int = N_CLASSES) -> nn.Module:
+    """A new network of architecture ``name`` with ``n_classes`` outputs; fails loudly on
+    an unknown name."""
     try:
         make = ARCHITECTURES[name]
     except KeyError:
         known = ", ".join(ARCHITECTURES)
         raise KeyError(f"unknown architecture {name!r}; known: {known}") from None
-    return make(width=width, dropout=dropout)
+    return make(width=width, dropout=dropout, n_classes=n_classes)
+
+
+def n_outputs(net: nn.Module) -> int:
+    """The number of classes a network scores: its last linear layer's outputs."""
+    return [m for m in net.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fer_lab.analysis import detect as face_detection
-from fer_lab.pyfunc import InputError, face_pixels, open_grey, parse_pixels
+from fer_lab.pyfunc import InputError, classes_of, face_pixels, open_grey, parse_pixels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -96,16 +96,15 @@ def faces(paths: Iterable[Path], detect: bool = False,
 
 def classify(model, found: list[Face]) -> pd.DataFrame:
     """One row per face: ``file``, ``box`` (when detected), ``emotion``, ``confidence`` and
-    the seven class probabilities."""
-    from fer_lab.data import EMOTIONS
-
-    columns = ["file", "box", "emotion", "confidence", *EMOTIONS]
+    the probability of each of the model's classes."""
+    classes = list(classes_of(model))
+    columns = ["file", "box", "emotion", "confidence", *classes]
     if not found:
         return pd.DataFrame(columns=columns)
     out = model.predict(np.stack([f.pixels for f in found]))
     out.insert(0, "file", [f.source for f in found])
     out.insert(1, "box", ["" if f.box is None else "{},{},{},{}".format(*f.box) for f in found])
-    out["confidence"] = out[list(EMOTIONS)].max(axis=1)
+    out["confidence"] = out[classes].max(axis=1)
     return out[columns]
 
 
@@ -116,10 +115,10 @@ def explain_faces(model, found: list[Face], table: pd.DataFrame, out: Path,
     import re
 
     from fer_lab import explain
-    from fer_lab.data import EMOTIONS
 
     estimator = model.unwrap_python_model().estimator
-    targets = np.array([EMOTIONS.index(e) for e in table["emotion"]])
+    classes = classes_of(model)
+    targets = np.array([classes.index(e) for e in table["emotion"]])
     pixels = np.stack([f.pixels for f in found])
     maps = explain.explain(estimator, pixels, targets, method)
     names = [f"{i:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(f.source).name)}_{emotion}"

@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import mlflow
@@ -158,11 +159,15 @@ def to_pixels(model_input: Any) -> np.ndarray:
                      f"got {type(model_input).__name__}")
 
 
-def predictions_frame(proba: np.ndarray) -> pd.DataFrame:
-    """The output table: ``emotion``, ``emotion_id`` and one probability column per class."""
+def predictions_frame(proba: np.ndarray, classes: Sequence[str] = EMOTIONS) -> pd.DataFrame:
+    """The output table: ``emotion``, ``emotion_id`` and one probability column per class,
+    named by ``classes`` (label ``i`` is ``classes[i]``)."""
+    if proba.shape[1] != len(classes):
+        raise ValueError(f"{proba.shape[1]} probability columns for {len(classes)} classes "
+                         f"({', '.join(classes)})")
     ids = proba.argmax(axis=1)
-    frame = pd.DataFrame({"emotion": [EMOTIONS[i] for i in ids], "emotion_id": ids})
-    for i, name in enumerate(EMOTIONS):
+    frame = pd.DataFrame({"emotion": [classes[i] for i in ids], "emotion_id": ids})
+    for i, name in enumerate(classes):
         frame[name] = proba[:, i].astype(np.float64)
     return frame
 
@@ -170,11 +175,20 @@ def predictions_frame(proba: np.ndarray) -> pd.DataFrame:
 class FerModel(mlflow.pyfunc.PythonModel):
     """Wraps a fitted estimator of any family; its preprocessing travels inside it, and
     so does the temperature that calibrates its probabilities (``fer_lab.calibration``,
-    fitted on the validation carve; 1 for models logged before calibration)."""
+    fitted on the validation carve; 1 for models logged before calibration), and the name
+    of the label set it was trained on (``fer2013`` for models logged before label sets).
+    Its output has a probability column per class of the estimator (``classes``)."""
 
-    def __init__(self, estimator, temperature: float = 1.0):
+    def __init__(self, estimator, temperature: float = 1.0, label_set: str = "fer2013"):
         self.estimator = estimator
         self.temperature = float(temperature)
+        self.label_set = label_set
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names, in label order: the estimator's, FER2013's seven for an
+        estimator fitted before it kept them."""
+        return tuple(getattr(self.estimator, "class_names_", EMOTIONS))
 
     def load_context(self, context) -> None:
         """On loading, settles how this machine predicts fastest (a CNN measures it once per
@@ -193,11 +207,11 @@ class FerModel(mlflow.pyfunc.PythonModel):
             raise InputError(f"params: calibrated must be true or false, not {calibrated!r}")
         pixels = to_pixels(model_input)
         if not len(pixels):
-            return predictions_frame(np.empty((0, len(EMOTIONS))))
+            return predictions_frame(np.empty((0, len(self.classes))), self.classes)
         proba = self._estimator(params.get("tta") or MODEL_TTA).predict_proba(pixels)
         if calibrated:
             proba = calibration.scale(proba, getattr(self, "temperature", 1.0))
-        return predictions_frame(proba)
+        return predictions_frame(proba, self.classes)
 
     def _estimator(self, tta: str):
         """The estimator, with a CNN's test-time augmentation overridden unless ``model``."""
@@ -219,9 +233,27 @@ def pixel_strings(X: np.ndarray) -> list[str]:
     return [" ".join(map(str, row)) for row in np.asarray(X).reshape(len(X), -1)]
 
 
-def log_model(estimator, example: np.ndarray, temperature: float = 1.0) -> str:
-    """Logs a fitted estimator, and the temperature that calibrates it, as a pyfunc model
-    with a signature and an input example; returns the model's URI.
+def classes_of(model) -> tuple[str, ...]:
+    """The class names of a model loaded with ``mlflow.pyfunc.load_model`` (or of a
+    ``FerModel``), in label order: its probability columns."""
+    python_model = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") \
+        else model
+    return python_model.classes
+
+
+def label_set_of(model) -> str:
+    """The label set a loaded model (or a ``FerModel``) was trained on; ``fer2013`` for
+    models logged before label sets."""
+    python_model = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") \
+        else model
+    return getattr(python_model, "label_set", "fer2013")
+
+
+def log_model(estimator, example: np.ndarray, temperature: float = 1.0,
+              label_set: str = "fer2013") -> str:
+    """Logs a fitted estimator, the temperature that calibrates it and the name of the
+    label set it was trained on, as a pyfunc model with a signature and an input example;
+    returns the model's URI. Its output columns are the estimator's classes.
 
     The signature declares the output table; its input side is left open on purpose:
     MLflow enforces an input schema before the model sees the data, and a column schema
@@ -229,7 +261,7 @@ def log_model(estimator, example: np.ndarray, temperature: float = 1.0) -> str:
     of 2,304 unnamed columns. ``to_pixels`` checks every input form instead.
     """
     frame = pd.DataFrame({"pixels": pixel_strings(example)})
-    model = FerModel(estimator, temperature)
+    model = FerModel(estimator, temperature, label_set)
     output = model.predict(None, frame)
     signature = ModelSignature(inputs=None, outputs=infer_signature(frame, output).outputs,
                                params=ParamSchema([ParamSpec("tta", "string", MODEL_TTA),

@@ -14,6 +14,11 @@ one page in sections:
   best parameters;
 - confusion matrices (row-normalised, with the counts), per-class F1, each model's most
   confident mistakes and each study's optimisation history.
+
+Studies of a label set other than FER2013's own (``fer_lab.labels``: FER+) score other
+classes on other test images: they get the same sections of their own, after FER2013's,
+named for their label set (``Scores (ferplus labels)``), and are never compared with
+FER2013's studies.
 """
 
 from __future__ import annotations
@@ -36,8 +41,7 @@ import numpy as np  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 
-from fer_lab import registry  # noqa: E402
-from fer_lab.data import EMOTIONS  # noqa: E402
+from fer_lab import labels, registry, tracking  # noqa: E402
 
 # The seed team's slides: accuracy on the 7,178 PublicTest + PrivateTest images.
 SEED_FIGURES = {"tree": 0.29, "forest": 0.40, "svm": 0.44, "cnn": 0.27}
@@ -69,10 +73,16 @@ class Study:
     predictions: tuple[np.ndarray, np.ndarray] | None = None  # test_all labels, predictions
     model_bytes: int | None = None
     evaluations: list[Run] = field(default_factory=list)  # `fer-lab evaluate` runs of its model
+    classes: tuple[str, ...] = ()  # the confusion matrix's classes, as logged
 
     @property
     def metrics(self) -> dict[str, float]:
         return self.run.data.metrics
+
+    @property
+    def label_set(self) -> str:
+        """The study's label set; FER2013's for studies recorded before label sets."""
+        return self.run.data.tags.get(tracking.LABELS_TAG) or labels.DEFAULT
 
     def trials(self) -> str:
         m = self.metrics
@@ -81,18 +91,21 @@ class Study:
 
 def studies(experiment: str, selection: str = "latest", parent: str | None = None) -> list[Study]:
     """Each family's latest finished study in ``experiment`` (only those nested in run
-    ``parent`` when given), or the study that produced its registered champion."""
+    ``parent`` when given), or the study that produced its registered champion; one per
+    label set, FER2013's first."""
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, not {selection!r}")
     client = MlflowClient()
-    found: dict[str, Run] = {}
+    found: dict[tuple[str, str], Run] = {}
     if selection == "champion":
         from fer_lab.models import families
 
-        for family in families():
-            version = registry.champion_version(client, registry.model_name(family))
-            if version is not None and version.run_id:
-                found[family] = client.get_run(version.run_id)
+        for label_set in labels.LABEL_SETS:
+            for family in families():
+                version = registry.champion_version(client,
+                                                    registry.model_name(family, label_set))
+                if version is not None and version.run_id:
+                    found[label_set, family] = client.get_run(version.run_id)
     else:
         where = "tags.`fer.role` = 'study' and attributes.status = 'FINISHED'"
         scope = {"experiment_names": [experiment]}
@@ -102,8 +115,33 @@ def studies(experiment: str, selection: str = "latest", parent: str | None = Non
         runs = mlflow.search_runs(**scope, output_format="list", filter_string=where,
                                   order_by=["attributes.start_time DESC"])
         for run in runs:
-            found.setdefault(run.data.tags["fer.family"], run)
-    return [Study(f, r) for f, r in sorted(found.items())]
+            label_set = run.data.tags.get(tracking.LABELS_TAG) or labels.DEFAULT
+            found.setdefault((label_set, run.data.tags["fer.family"]), run)
+    order = list(labels.LABEL_SETS)
+    return [Study(family, run) for (_, family), run in
+            sorted(found.items(), key=lambda item: (_rank(item[0][0], order), item[0]))]
+
+
+def _rank(label_set: str, order: list[str]) -> int:
+    return order.index(label_set) if label_set in order else len(order)
+
+
+def by_label_set(found: list[Study]) -> dict[str, list[Study]]:
+    """The studies grouped by label set, in ``found``'s order (FER2013's first)."""
+    groups: dict[str, list[Study]] = {}
+    for study in found:
+        groups.setdefault(study.label_set, []).append(study)
+    return groups
+
+
+def classes_of(group: list[Study]) -> tuple[str, ...]:
+    """The classes of one label set's studies: as their confusion matrices name them, else
+    the label set's."""
+    logged = [s.classes for s in group if s.classes]
+    if logged:
+        return logged[0]
+    name = group[0].label_set
+    return labels.classes_of(name) if name in labels.LABEL_SETS else ()
 
 
 def _fetch(study: Study, tmp: Path) -> None:
@@ -115,7 +153,9 @@ def _fetch(study: Study, tmp: Path) -> None:
 
     def download(path: str) -> Path | None:
         try:
-            return Path(client.download_artifacts(run_id, path, str(tmp / study.family)))
+            folder = tmp / study.label_set / study.family  # a family per label set
+            folder.mkdir(parents=True, exist_ok=True)
+            return Path(client.download_artifacts(run_id, path, str(folder)))
         except Exception:  # noqa: BLE001  an older or failed run without the file: shown blank
             return None
 
@@ -123,6 +163,7 @@ def _fetch(study: Study, tmp: Path) -> None:
     if confusion is not None:
         numbers = json.loads(confusion.read_text())
         study.confusion, study.counts = np.array(numbers["normalized"]), np.array(numbers["counts"])
+        study.classes = tuple(numbers.get("labels") or labels.classes_of(study.label_set))
     predictions = download("evaluation/predictions_test_all.csv")
     if predictions is not None:
         study.predictions = evaluation.read_predictions(predictions)[:2]
@@ -140,7 +181,7 @@ def _fetch(study: Study, tmp: Path) -> None:
         order_by=["attributes.start_time DESC"])
 
 
-def _plot_confusions(found: list[Study], path: Path) -> None:
+def _plot_confusions(found: list[Study], path: Path, note: str = "") -> None:
     shown = [s for s in found if s.confusion is not None]
     cols = max(min(len(shown), 3), 1)
     rows = max((len(shown) + cols - 1) // cols, 1)
@@ -154,30 +195,31 @@ def _plot_confusions(found: list[Study], path: Path) -> None:
             count = "" if study.counts is None else f"\n{study.counts[i, j]}"
             ax.text(j, i, f"{v:.2f}{count}", ha="center", va="center", fontsize=6,
                     color="white" if v > 0.5 else "black")
-        ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, fontsize=8)
-        ax.set_yticks(range(len(EMOTIONS)), EMOTIONS, fontsize=8)
+        names = study.classes or labels.classes_of(study.label_set)
+        ax.set_xticks(range(len(names)), names, rotation=45, fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
         acc = study.metrics.get("test_all_accuracy", float("nan"))
         ax.set_title(f"{study.family} (test_all acc {acc:.3f})", fontsize=10)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
     fig.suptitle("Confusion matrices on test_all (PublicTest + PrivateTest): row-normalised, "
-                 "with the faces counted under")
+                 f"with the faces counted under{note}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def _plot_f1(found: list[Study], path: Path) -> None:
+def _plot_f1(found: list[Study], classes: tuple[str, ...], path: Path, note: str = "") -> None:
     fig, ax = plt.subplots(figsize=(10, 4.2))
     width = 0.8 / max(len(found), 1)
-    x = np.arange(len(EMOTIONS))
+    x = np.arange(len(classes))
     for k, study in enumerate(found):
-        f1 = [study.metrics.get(f"test_all_{e}_f1", 0.0) for e in EMOTIONS]
+        f1 = [study.metrics.get(f"test_all_{e}_f1", 0.0) for e in classes]
         ax.bar(x + (k - (len(found) - 1) / 2) * width, f1, width, label=study.family)
-    ax.set_xticks(x, EMOTIONS)
+    ax.set_xticks(x, classes)
     ax.set_ylabel("F1 on test_all")
     ax.set_ylim(0, 1)
-    ax.set_title("Per-class F1 across models")
+    ax.set_title(f"Per-class F1 across models{note}")
     ax.legend(ncol=min(len(found), 6), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -252,9 +294,11 @@ def _evaluation_heading(run: Run) -> str:
     return f"acc on {Path(tags.get('fer.data_source', '?')).name} ({tags.get('fer.split', '?')})"
 
 
-def scores_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
+def scores_table(found: list[Study], reference: bool = True
+                 ) -> tuple[list[str], list[list[str]]]:
     """Scores with intervals, the paired comparison with the best, other data sets; the
-    seed's figures as reference rows (in italics)."""
+    seed's figures (on FER2013's labels) as reference rows (in italics) when
+    ``reference``."""
     extra = _evaluation_columns(found)
     head = (["model"] + [h for h, _ in SCORE_COLUMNS]
             + ["best vs this (McNemar, test_all)"] + extra)
@@ -272,7 +316,7 @@ def scores_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
             cells.append(_with_interval(run.data.metrics, f"{split}_accuracy") if run else "")
         rows.append([s.family] + [_with_interval(m, k) for _, k in SCORE_COLUMNS]
                     + [verdicts.get(s.family, "")] + cells)
-    for family, accuracy in SEED_FIGURES.items():
+    for family, accuracy in SEED_FIGURES.items() if reference else ():
         cells = ["" for _ in head]
         cells[0] = f"*seed slides: {family} (reference)*"
         cells[head.index("test_all acc")] = f"*{accuracy:.2f}*"
@@ -280,11 +324,12 @@ def scores_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def per_class_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
-    """Precision / recall / F1 per class on test_all."""
-    head = ["model"] + [f"{e} P/R/F1" for e in EMOTIONS]
+def per_class_table(found: list[Study], classes: tuple[str, ...] = labels.FER2013.classes
+                    ) -> tuple[list[str], list[list[str]]]:
+    """Precision / recall / F1 per class of ``classes`` on test_all."""
+    head = ["model"] + [f"{e} P/R/F1" for e in classes]
     rows = [[s.family] + ["/".join(_fmt(s.metrics.get(f"test_all_{e}_{k}"), 2)
-                                   for k in ("precision", "recall", "f1")) for e in EMOTIONS]
+                                   for k in ("precision", "recall", "f1")) for e in classes]
             for s in found]
     return head, rows
 
@@ -313,17 +358,20 @@ def cost_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def tables(found: list[Study]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The report's tables: (section title, heading, rows)."""
-    return [("Scores", *scores_table(found)), ("Per class on test_all", *per_class_table(found)),
+def tables(found: list[Study], classes: tuple[str, ...] = labels.FER2013.classes,
+           reference: bool = True) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables of one label set's studies: (section title, heading, rows)."""
+    return [("Scores", *scores_table(found, reference)),
+            ("Per class on test_all", *per_class_table(found, classes)),
             ("Calibration", *calibration_table(found)), ("Cost", *cost_table(found))]
 
 
 Table = tuple[str, list[str], list[list[str]]]
 
 
-def _markdown(sections: list[Table], images: list[tuple[str, str]], title: str) -> str:
-    lines = [f"# {title}", "", _PROTOCOL]
+def _markdown(sections: list[Table], images: list[tuple[str, str]], title: str,
+              protocol: str) -> str:
+    lines = [f"# {title}", "", protocol]
     for caption, head, rows in sections:
         lines += ["", f"## {caption}", "", "| " + " | ".join(head) + " |",
                   "|" + "---|" * len(head)]
@@ -333,7 +381,8 @@ def _markdown(sections: list[Table], images: list[tuple[str, str]], title: str) 
     return "\n".join(lines) + "\n"
 
 
-def _html(sections: list[Table], images: list[tuple[str, str]], out: Path, title: str) -> str:
+def _html(sections: list[Table], images: list[tuple[str, str]], out: Path, title: str,
+          protocol: str) -> str:
     def cell(text: str, tag: str) -> str:
         italic = re.fullmatch(r"\*(.*)\*", text)
         inner = f"<em>{html.escape(italic[1])}</em>" if italic else html.escape(text)
@@ -354,7 +403,7 @@ def _html(sections: list[Table], images: list[tuple[str, str]], out: Path, title
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(_PROTOCOL)}</p>" + "\n".join(body) + "</body></html>\n")
+            f"<p>{html.escape(protocol)}</p>" + "\n".join(body) + "</body></html>\n")
 
 
 _PROTOCOL = ("Trained on Training minus a stratified, seeded validation carve; the carve alone "
@@ -363,6 +412,12 @@ _PROTOCOL = ("Trained on Training minus a stratified, seeded validation carve; t
              "slides). Brackets: 95% bootstrap intervals over the images (1,000 resamples). "
              "Probabilities are calibrated by one temperature fitted on the validation carve. "
              "Reference rows are the seed team's published accuracies, not runs.")
+_OTHER_LABELS = ("Sections named for another label set hold the studies of that label set, "
+                 "apart: FER+ (ferplus) is Microsoft's relabelling of the same images by ten "
+                 "annotators, taken by majority vote (8 classes: contempt added; images "
+                 "without a majority, or judged unknown or not a face, left out), so its test "
+                 "splits are fewer images with other labels and its scores never compare with "
+                 "FER2013's.")
 
 
 def write_report(out: str | Path, experiment: str = "fer-lab", selection: str = "latest",
@@ -384,26 +439,37 @@ def write_report(out: str | Path, experiment: str = "fer-lab", selection: str = 
         raise LookupError(f"no finished study in experiment {experiment!r}: "
                           "run `fer-lab tune FAMILY` first")
     out.mkdir(parents=True, exist_ok=True)
+    sections: list[Table] = []
+    images: list[tuple[str, str]] = []
+    groups = by_label_set(found)
     with tempfile.TemporaryDirectory() as tmp:
         for study in found:
             _fetch(study, Path(tmp))
-        _plot_confusions(found, out / "confusion_matrices.png")
-        _plot_f1(found, out / "per_class_f1.png")
-        images = [("Confusion matrices (test_all)", "confusion_matrices.png"),
-                  ("Per-class F1 (test_all)", "per_class_f1.png")]
-        for kind, caption, attribute in (
-                ("confident_mistakes", "Most confident mistakes", "mistakes_png"),
-                ("optimization_history", "Optimisation history", "history_png")):
-            for study in found:
-                if getattr(study, attribute) is not None:
-                    name = f"{kind}_{study.family}.png"
-                    shutil.copyfile(getattr(study, attribute), out / name)
-                    images.append((f"{caption}: {study.family}", name))
+        for label_set, group in groups.items():
+            # FER2013's sections and files keep their plain names; another label set's
+            # are named for it, e.g. "Scores (ferplus labels)", per_class_f1_ferplus.png.
+            own = label_set == labels.DEFAULT
+            note, stem = ("", "") if own else (f" ({label_set} labels)", f"_{label_set}")
+            classes = classes_of(group)
+            sections += [(caption + note, head, rows)
+                         for caption, head, rows in tables(group, classes, reference=own)]
+            _plot_confusions(group, out / f"confusion_matrices{stem}.png", note)
+            _plot_f1(group, classes, out / f"per_class_f1{stem}.png", note)
+            images += [(f"Confusion matrices (test_all){note}", f"confusion_matrices{stem}.png"),
+                       (f"Per-class F1 (test_all){note}", f"per_class_f1{stem}.png")]
+            for kind, caption, attribute in (
+                    ("confident_mistakes", "Most confident mistakes", "mistakes_png"),
+                    ("optimization_history", "Optimisation history", "history_png")):
+                for study in group:
+                    if getattr(study, attribute) is not None:
+                        name = f"{kind}{stem}_{study.family}.png"
+                        shutil.copyfile(getattr(study, attribute), out / name)
+                        images.append((f"{caption}: {study.family}{note}", name))
     title = f"fer-lab: model comparison ({selection} study per family, experiment {experiment})"
-    sections = tables(found)
-    (out / "report.md").write_text(_markdown(sections, images, title))
+    protocol = _PROTOCOL + (" " + _OTHER_LABELS if set(groups) - {labels.DEFAULT} else "")
+    (out / "report.md").write_text(_markdown(sections, images, title, protocol))
     page = out / "report.html"
-    page.write_text(_html(sections, images, out, title))
+    page.write_text(_html(sections, images, out, title, protocol))
     return page
 
 
@@ -411,8 +477,6 @@ def log_report(out: str | Path, experiment: str = "fer-lab", selection: str = "l
                parent: str | None = None) -> Path:
     """Writes the report and logs it as the artifacts of a run of its own, ``report``
     (nested in the active run, if any)."""
-    from fer_lab import tracking
-
     page = write_report(out, experiment, selection, parent)
     with tracking.report_run(experiment):
         mlflow.log_artifacts(str(Path(out)), artifact_path="report")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,12 @@ import yaml
 from mlflow.entities import RunStatus
 
 from fer_lab import calibration, evaluation, machine
+from fer_lab.data import EMOTIONS
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# The label set a run's model was trained or scored on (fer_lab.labels): fer2013, ferplus.
+# Runs recorded before label sets have none: they are fer2013's.
+LABELS_TAG = "fer.labels"
 
 
 def store_exists(uri: str) -> bool:
@@ -71,13 +75,13 @@ def report_run(experiment: str):
 
 
 @contextmanager
-def trial_run(family: str, number: int, study: str,
-              parent: str | None = None) -> Iterator[mlflow.ActiveRun]:
+def trial_run(family: str, number: int, study: str, parent: str | None = None,
+              labels: str = "fer2013") -> Iterator[mlflow.ActiveRun]:
     """Opens a trial's run, nested in the active run, or in run ``parent`` (a worker
     process of a study whose run another process holds); its end state follows how the
-    trial ended."""
+    trial ended. ``labels`` is the label set's name (``fer.labels``)."""
     tags = {"fer.family": family, "fer.role": "trial", "fer.trial": str(number),
-            "fer.study": study, **machine.current().tags()}
+            "fer.study": study, LABELS_TAG: labels, **machine.current().tags()}
     name = f"{family} · trial {number}"
     if parent is None:
         run = mlflow.start_run(nested=True, run_name=name, tags=tags)
@@ -108,10 +112,12 @@ def log_scores(prefix: str, values: Mapping[str, float], step: int | None = None
 
 
 def log_evaluation(split: str, y_true: np.ndarray, raw: np.ndarray, temperature: float = 1.0,
-                   X: np.ndarray | None = None) -> dict[str, float]:
+                   X: np.ndarray | None = None,
+                   classes: Sequence[str] = EMOTIONS) -> dict[str, float]:
     """Scores one split's probabilities and logs the files of its evaluation.
 
-    ``raw`` are the model's own probabilities; ``temperature`` calibrates them
+    ``raw`` are the model's own probabilities, a column per class of ``classes`` (label
+    ``i`` is ``classes[i]``); ``temperature`` calibrates them
     (``fer_lab.calibration``). The scores are of the predictions (which calibration keeps);
     ``ece``, ``nll`` and ``brier`` are of the calibrated probabilities, beside
     ``ece_uncalibrated``; ``{accuracy,macro_f1}_ci95_{low,high}`` are bootstrap intervals.
@@ -125,30 +131,35 @@ def log_evaluation(split: str, y_true: np.ndarray, raw: np.ndarray, temperature:
     """
     proba = calibration.scale(raw, temperature)
     y_pred = proba.argmax(axis=1)
-    metrics = {**evaluation.scores(y_true, y_pred), **evaluation.interval_metrics(y_true, y_pred),
+    metrics = {**evaluation.scores(y_true, y_pred, classes=classes),
+               **evaluation.interval_metrics(y_true, y_pred, classes),
                **calibration.measures(proba, y_true, raw)}
     if split == "test_all":
-        metrics.update(evaluation.per_class(y_true, y_pred))
-    log_predictions(split, y_true, y_pred, proba, raw)
+        metrics.update(evaluation.per_class(y_true, y_pred, classes))
+    log_predictions(split, y_true, y_pred, proba, raw, classes)
     if X is not None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"confident_mistakes_{split}.png"
-            evaluation.write_mistakes(X, y_true, proba, path, split.replace("_", " "))
+            evaluation.write_mistakes(X, y_true, proba, path, split.replace("_", " "),
+                                      classes=classes)
             mlflow.log_artifact(str(path), artifact_path="evaluation")
     return metrics
 
 
 def log_predictions(split: str, y_true: np.ndarray, y_pred: np.ndarray,
-                    proba: np.ndarray | None = None, raw: np.ndarray | None = None) -> None:
+                    proba: np.ndarray | None = None, raw: np.ndarray | None = None,
+                    classes: Sequence[str] = EMOTIONS) -> None:
     """Confusion matrices (PNG + JSON) and classification report of one split, as artifacts."""
     with tempfile.TemporaryDirectory() as tmp:
         title = split.replace("_", " ")
-        evaluation.write_confusion(y_true, y_pred, Path(tmp) / f"confusion_{split}", title)
-        evaluation.write_report(y_true, y_pred, Path(tmp) / f"report_{split}")
+        evaluation.write_confusion(y_true, y_pred, Path(tmp) / f"confusion_{split}", title,
+                                   classes)
+        evaluation.write_report(y_true, y_pred, Path(tmp) / f"report_{split}", classes)
         if proba is not None:
             calibration.write_reliability(proba, y_true, Path(tmp) / f"reliability_{split}",
                                           title, raw=raw)
-            evaluation.write_predictions(y_true, proba, Path(tmp) / f"predictions_{split}.csv")
+            evaluation.write_predictions(y_true, proba, Path(tmp) / f"predictions_{split}.csv",
+                                         classes)
         mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
 

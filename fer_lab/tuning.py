@@ -24,7 +24,7 @@ import optuna
 from sklearn.model_selection import train_test_split
 
 from fer_lab import data as fer_data
-from fer_lab import calibration, evaluation, explain, parallel, pyfunc, registry, tracking
+from fer_lab import calibration, evaluation, explain, labels, parallel, pyfunc, registry, tracking
 from fer_lab.config import TuneConfig
 from fer_lab.models import create
 
@@ -78,7 +78,7 @@ class Objective:
         rungs = self.config.model.study.rungs
         trial.set_user_attr(parallel.WORKER_ATTR, parallel.worker_identity())
         with tracking.trial_run(self.family, trial.number, trial.study.study_name,
-                                self.parent_run):
+                                self.parent_run, self.config.label_set):
             params = self.params(trial)
             # "auto" values are resolved by the fit, on this machine: logged once known.
             mlflow.log_params({k: v for k, v in params.items() if v != AUTO})
@@ -88,10 +88,11 @@ class Objective:
                 X, y = subsample(self.splits.train, fraction, self.config.seed)
                 model = create(self.family, **params, seed=self.config.seed)
                 before = report.step
-                model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y), report=report)
+                model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y), report=report,
+                          class_names=self.splits.classes)
                 y_pred = eval_set_proba(model, self.splits.val.X).argmax(1)
-                val = {f"val_{k}": v
-                       for k, v in evaluation.scores(self.splits.val.y, y_pred).items()}
+                val = {f"val_{k}": v for k, v in evaluation.scores(
+                    self.splits.val.y, y_pred, classes=self.splits.classes).items()}
                 if not settings_logged:
                     mlflow.log_params(getattr(model, "fit_settings_", {}))
                     settings_logged = True
@@ -99,7 +100,8 @@ class Objective:
                     report(val, prune=i < len(rungs) - 1)
                 else:  # epochs were reported; these are the restored best epoch's scores
                     mlflow.log_metrics(val, step=report.step)
-            tracking.log_predictions("val", self.splits.val.y, y_pred)
+            tracking.log_predictions("val", self.splits.val.y, y_pred,
+                                     classes=self.splits.classes)
             return val[f"val_{self.config.model.study.objective}"]
 
 
@@ -127,12 +129,15 @@ STUDY_DEFINING = ("members", "teacher")
 
 
 def study_name(config: TuneConfig, digest: str) -> str:
-    """The given study name, else ``<family>-<budget>-<data digest>``, plus a digest of the
-    members or teacher where the family has them: re-running the same command resumes its
-    study, and another data set, budget, member list or teacher never joins it."""
+    """The given study name, else ``<family>-<budget>-<data digest>``, with the label set
+    after the budget when it is not FER2013's own (``cnn-default-ferplus-<digest>``), plus
+    a digest of the members or teacher where the family has them: re-running the same
+    command resumes its study, and another data set, label set, budget, member list or
+    teacher never joins it."""
     if config.study_name:
         return config.study_name
-    name = f"{config.model.family}-{config.budget}-{digest[:16]}"
+    labelled = "" if config.label_set == labels.DEFAULT else f"-{config.label_set}"
+    name = f"{config.model.family}-{config.budget}{labelled}-{digest[:16]}"
     defining = {k: config.model.params[k] for k in STUDY_DEFINING
                 if config.model.params.get(k)}
     if defining:
@@ -150,7 +155,8 @@ def open_study(config: TuneConfig, dataset: fer_data.FerData | None = None,
 
     Args:
         config: the resolved configuration.
-        dataset: already loaded data; loaded from ``config.data`` when None.
+        dataset: already loaded data (with the config's label set); loaded from
+            ``config.data`` with ``config.labels`` when None.
         worker: 0 for the lead; other workers seed their sampler apart from it, or they
             would propose the very same parameters at the same time.
 
@@ -163,7 +169,10 @@ def open_study(config: TuneConfig, dataset: fer_data.FerData | None = None,
     """
     storage = parallel.storage(config.storage, config.workers, config.heartbeat,
                                joining=worker != 0)
-    dataset = dataset or fer_data.load(config.data)
+    dataset = dataset or labels.load(config.data, config.labels)
+    if dataset.label_set != config.label_set:
+        raise ValueError(f"the data given is labelled {dataset.label_set}, the config asks for "
+                         f"{config.label_set}")
     splits = fer_data.split(dataset, config.val_fraction, config.seed)
     digest = dataset.digest
     settings = config.model.study
@@ -176,7 +185,7 @@ def open_study(config: TuneConfig, dataset: fer_data.FerData | None = None,
                                            n_warmup_steps=settings.warmup_steps),
     )
     identity = {"data_digest": digest, "protocol": config.protocol,
-                "objective": settings.objective}
+                "objective": settings.objective, "labels": dataset.label_set}
     for key, value in identity.items():
         recorded = study.user_attrs.get(key)
         if recorded is None:
@@ -218,12 +227,14 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
     family = config.model.family
     tags = {"fer.study": study.study_name, "fer.data_digest": dataset.digest,
             "fer.objective": settings.objective, "fer.protocol": config.protocol,
-            "fer.budget": config.budget}
+            "fer.budget": config.budget, tracking.LABELS_TAG: dataset.label_set}
     with tracking.study_run(family, config.experiment, tags) as run, \
             parallel.leading(study, config.storage, run, config.heartbeat):
         tracking.log_config(config.to_dict())
         # Prefixed: `mlflow run` has already logged its raw entry-point parameters.
-        mlflow.log_params({"study.data": config.data, "study.seed": config.seed,
+        mlflow.log_params({"study.data": config.data, "study.labels": config.labels,
+                           "study.classes": ",".join(dataset.classes),
+                           "study.seed": config.seed,
                            "study.trials": settings.trials, "study.timeout": settings.timeout,
                            "study.rungs": list(settings.rungs),
                            "study.objective": settings.objective,
@@ -250,7 +261,8 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         search_seconds = time.perf_counter() - started
         best = study.best_trial
         params = {**config.model.params, **best.params, **settings.refit_params}
-        metrics, model_uri = refit_and_evaluate(family, params, splits, config.seed)
+        metrics, model_uri = refit_and_evaluate(family, params, splits, config.seed,
+                                                dataset.label_set)
         metrics.update(search_seconds=search_seconds, best_trial=best.number,
                        **_trial_counts(study))
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
@@ -310,16 +322,19 @@ def _progress(study: optuna.Study, total: int, show: bool):
 
 
 def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Splits,
-                       seed: int) -> tuple[dict[str, float], str]:
+                       seed: int, label_set: str = labels.DEFAULT
+                       ) -> tuple[dict[str, float], str]:
     """Fits ``params`` on the whole training split, scores val and every test split, logs
-    their files and the model into the active run.
+    their files and the model (which records ``label_set``, the name of the splits'
+    labels) into the active run.
 
     Returns:
         The scores and timings, and the logged model's URI.
     """
     model = create(family, **params, seed=seed)
     started = time.perf_counter()
-    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
+              class_names=splits.classes)
     metrics = {"fit_seconds": time.perf_counter() - started, **getattr(model, "fit_metrics_", {})}
     mlflow.log_params(getattr(model, "fit_settings_", {}))
     if hasattr(model, "write_artifacts"):  # families that train in epochs: curves, weights
@@ -337,13 +352,14 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
     for name, (y_true, raw, seconds) in predictions.items():
         metrics[f"{name}_predict_seconds"] = seconds
         metrics.update({f"{name}_{k}": v for k, v in tracking.log_evaluation(
-            name, y_true, raw, temperature, X=faces.get(name)).items()})
+            name, y_true, raw, temperature, X=faces.get(name), classes=splits.classes).items()})
     if "test_all" in faces:
         y_true, raw, _ = predictions["test_all"]
         with tempfile.TemporaryDirectory() as tmp:
-            explain.write_study_explanations(model, faces["test_all"], y_true, raw, Path(tmp))
+            explain.write_study_explanations(model, faces["test_all"], y_true, raw, Path(tmp),
+                                             classes=splits.classes)
             mlflow.log_artifacts(tmp, artifact_path="explanations")
-    return metrics, pyfunc.log_model(model, splits.val.X[:2], temperature)
+    return metrics, pyfunc.log_model(model, splits.val.X[:2], temperature, label_set)
 
 
 def predict_splits(model, splits: fer_data.Splits

@@ -32,6 +32,8 @@ def fitted(splits):
 def test_network_maps_images_to_logits(arch):
     net = nets.build(arch, width=8, dropout=0.1)
     assert net(torch.randn(3, 1, 48, 48)).shape == (3, nets.N_CLASSES)
+    eight = nets.build(arch, width=8, n_classes=8)  # a label set's classes, e.g. FER+
+    assert eight(torch.randn(3, 1, 48, 48)).shape == (3, 8) and nets.n_outputs(eight) == 8
 
 
 @pytest.mark.parametrize("arch", list(nets.ARCHITECTURES))
@@ -117,11 +119,12 @@ def test_one_cycle_shape():
 
 def test_class_weights():
     y = np.array([0] * 8 + [1] * 2)
-    balanced = training.class_weights(y, "balanced")
+    balanced = training.class_weights(y, "balanced", 7)
     assert balanced[0] == pytest.approx(10 / (7 * 8)) and balanced[1] == pytest.approx(10 / 14)
     assert balanced[2] == 0  # absent class
-    assert torch.allclose(training.class_weights(y, "sqrt"), balanced.sqrt())
-    assert training.class_weights(y, "none") is None
+    assert torch.allclose(training.class_weights(y, "sqrt", 7), balanced.sqrt())
+    assert training.class_weights(y, "none", 7) is None
+    assert len(training.class_weights(y, "balanced", 8)) == 8  # FER+'s eight
 
 
 def test_report_gets_every_epochs_metrics_and_best_epoch_is_kept(fitted):

@@ -10,17 +10,20 @@ from fer_lab.data import EMOTIONS
 N = 2000
 
 
-def study(family: str, y: np.ndarray, right: float, seed: int, digest: str = "d1") -> str:
+def study(family: str, y: np.ndarray, right: float, seed: int, digest: str = "d1",
+          classes: tuple[str, ...] = EMOTIONS, **tags: str) -> str:
     """A finished study run with test_all evaluated: accuracy about ``right``."""
     rng = np.random.default_rng(seed)
-    pred = np.where(rng.random(len(y)) < right, y, (y + 1) % 7)
-    raw = np.full((len(y), 7), 0.02)
+    k = len(classes)
+    pred = np.where(rng.random(len(y)) < right, y, (y + 1) % k)
+    raw = np.full((len(y), k), 0.12 / (k - 1))
     raw[np.arange(len(y)), pred] = 0.88
     faces = rng.integers(0, 256, (len(y), 48 * 48), dtype=np.uint8)
     with mlflow.start_run(run_name=f"{family} · study") as run:
         mlflow.set_tags({"fer.role": "study", "fer.family": family, "fer.data_digest": digest,
-                         **{"fer.isa": "avx2", "fer.cpu": "test cpu"}})
-        metrics = tracking.log_evaluation("test_all", y, raw, temperature=1.5, X=faces)
+                         **{"fer.isa": "avx2", "fer.cpu": "test cpu"}, **tags})
+        metrics = tracking.log_evaluation("test_all", y, raw, temperature=1.5, X=faces,
+                                          classes=classes)
         mlflow.log_metrics({f"test_all_{k}": v for k, v in metrics.items()})
         mlflow.log_metrics({"calibration_temperature": 1.5, "test_all_predict_seconds": 2.0,
                             "fit_seconds": 10.0, "search_seconds": 5.0, "trials_complete": 2,
@@ -70,3 +73,30 @@ def test_report_sections_intervals_paired_verdicts_and_other_data(runs, tmp_path
     assert "1000" in markdown.split("## Cost")[1]  # 2,000 faces in 2 s
     assert (tmp_path / "out" / "confident_mistakes_svm.png").stat().st_size > 5000
     assert page.read_text().count("data:image/png;base64,") >= 5
+
+
+def test_ferplus_studies_have_sections_of_their_own(runs, tmp_path):
+    """A FER+ study (8 classes, other test images) is never compared with FER2013's: it
+    gets the report's sections again, named for its label set."""
+    from fer_lab.labels import FERPLUS
+
+    y = np.random.default_rng(1).integers(0, 8, 1500)
+    study("svm", y, 0.80, seed=4, digest="d2", classes=FERPLUS.classes,
+          **{"fer.labels": "ferplus"})
+    report.write_report(tmp_path / "out", runs)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    own, ferplus = markdown.split("## Scores (ferplus labels)")
+    assert "Microsoft's relabelling" in markdown.split("## Scores")[0]  # said once, on top
+    assert "contempt P/R/F1" not in own and "contempt P/R/F1" in ferplus
+    ferplus_scores = ferplus.split("## Per class")[0]
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in ferplus_scores.splitlines()
+            if line.startswith("| ") and not line.startswith("| model")]
+    assert rows == ["svm"]  # alone: the best of its label set, no seed reference rows
+    assert "| svm | " in own.split("## Per class")[0]  # FER2013's svm keeps its row
+    for section in ("## Per class on test_all (ferplus labels)", "## Calibration (ferplus "
+                    "labels)", "## Cost (ferplus labels)", "## Confusion matrices (test_all) "
+                    "(ferplus labels)", "## Most confident mistakes: svm (ferplus labels)"):
+        assert section in markdown
+    for png in ("confusion_matrices_ferplus.png", "per_class_f1_ferplus.png",
+                "confident_mistakes_ferplus_svm.png", "confusion_matrices.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000

@@ -26,6 +26,7 @@ import pandas as pd
 from fer_lab.analysis import detect, sources
 from fer_lab.analysis.tracks import Tracker
 from fer_lab.data import EMOTIONS
+from fer_lab.pyfunc import classes_of
 
 DEFAULT_MODEL = "models:/fer-emotion@champion"
 # On video, detect this often (seconds of video) and hold the boxes in between: the
@@ -40,8 +41,9 @@ VIDEO_MIN_FACE = 80
 # than one face at a time); a webcam's frames are classified as they come.
 BATCH_FRAMES = 8
 
-FACE_COLUMNS = ["face_id", "x", "y", "w", "h", "emotion", "confidence", *EMOTIONS]
-COLUMNS = ["source", "file", "frame", "time_s", *FACE_COLUMNS]
+# A face's columns of the frames table, then one probability column per class of the model.
+FACE_COLUMNS = ["face_id", "x", "y", "w", "h", "emotion", "confidence"]
+FRAME_COLUMNS = ["source", "file", "frame", "time_s"]
 
 
 @dataclass
@@ -72,7 +74,7 @@ class FrameResult:
         base = {"source": self.source, "file": self.file, "frame": self.index,
                 "time_s": np.nan if self.time is None else self.time}
         if not self.faces:
-            return [{**base, **{c: None for c in FACE_COLUMNS}}]
+            return [{**base, **{c: None for c in FACE_COLUMNS}}]  # classes: NaN in the table
         return [{**base, "face_id": f.id, "x": f.box[0], "y": f.box[1], "w": f.box[2],
                  "h": f.box[3], "emotion": f.emotion, "confidence": f.confidence, **f.emotions}
                 for f in self.faces]
@@ -108,6 +110,7 @@ class Analyzer:
         else:
             self.model_uri = getattr(getattr(model, "metadata", None), "model_uri", "") or ""
         self.model = model
+        self.classes = classes_of(model)  # the probability columns, in label order
         self.detector = detect.create(detector) if isinstance(detector, str) else detector
         self.margin = self.detector.margin if margin is None else float(margin)
         if detect_interval < 0:
@@ -126,8 +129,8 @@ class Analyzer:
     def probabilities(self, faces: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities of 48x48 face crops (``(N, 2304)`` uint8)."""
         if not len(faces):
-            return np.empty((0, len(EMOTIONS)))
-        return self.model.predict(faces, params=self._params)[list(EMOTIONS)].to_numpy()
+            return np.empty((0, len(self.classes)))
+        return self.model.predict(faces, params=self._params)[list(self.classes)].to_numpy()
 
     def detect(self, image: Any, channels: str = "bgr") -> list[dict[str, Any]]:
         """The faces in one image, largest first, each a dict with ``box`` ``(x, y, w, h)``,
@@ -151,7 +154,7 @@ class Analyzer:
         face for a frame without one, so that the rows follow the video's time."""
         rows = [row for result in self.frames(source, every, fps, max_seconds)
                 for row in result.rows()]
-        return frames_table(rows)
+        return frames_table(rows, self.classes)
 
     def frames(self, source: Any, every: int = 1, fps: float | None = None,
                max_seconds: float | None = None,
@@ -238,16 +241,18 @@ class Analyzer:
         faces = [face for _, faces in frames for face in faces]
         for face, p in zip(faces, proba):
             best = int(p.argmax())
-            face.emotion, face.confidence = EMOTIONS[best], float(p[best])
-            face.emotions = {e: float(v) for e, v in zip(EMOTIONS, p)}
+            face.emotion, face.confidence = self.classes[best], float(p[best])
+            face.emotions = {e: float(v) for e, v in zip(self.classes, p)}
 
 
-def frames_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as the frames table, with its columns in order and integer ids nullable."""
-    table = pd.DataFrame(rows, columns=COLUMNS)
+def frames_table(rows: list[dict[str, Any]],
+                 classes: tuple[str, ...] = EMOTIONS) -> pd.DataFrame:
+    """Rows as the frames table, with its columns in order (a probability column per class
+    of ``classes``, the model's) and integer ids nullable."""
+    table = pd.DataFrame(rows, columns=[*FRAME_COLUMNS, *FACE_COLUMNS, *classes])
     for column in ("face_id", "x", "y", "w", "h"):
         table[column] = table[column].astype("Int64")
-    for column in ("confidence", *EMOTIONS):
+    for column in ("confidence", *classes):
         table[column] = table[column].astype(float)
     return table
 

@@ -99,7 +99,7 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
         if interrupted:
             break
     seconds = time.perf_counter() - start
-    frames = frames_table(rows)
+    frames = frames_table(rows, analyzer.classes)
     written = outputs.write(frames, out) if rows else []
     written += [path for path in videos_written if path.exists()]
     outcome = Outcome(frames, written, seconds, analysed, errors, interrupted)
@@ -120,10 +120,12 @@ def _record(outcome: Outcome, analyzer: Analyzer, specs: list[str], experiment: 
 
     from fer_lab import tracking
     from fer_lab.evaluate import model_tags
+    from fer_lab.pyfunc import label_set_of
 
     tracking.configure()
     uri = analyzer.model_uri
     tags = {"fer.model_uri": uri, "fer.sources": ", ".join(map(str, specs))[:5000],
+            tracking.LABELS_TAG: label_set_of(analyzer.model),
             **(model_tags(uri) if uri else {})}
     names = ", ".join(Path(str(s)).name for s in specs)
     with tracking.top_run(experiment, f"analyze · {names}"[:250], ROLE, tags) as run:

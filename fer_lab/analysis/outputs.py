@@ -10,10 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_lab.data import EMOTIONS
-
 # Smoothing window of the timeline, in seconds of video.
 SMOOTH_SECONDS = 1.0
+
+
+def class_columns(frames: pd.DataFrame) -> list[str]:
+    """The frames table's probability columns, one per class of the model that made it:
+    those after ``confidence``."""
+    return list(frames.columns[frames.columns.get_loc("confidence") + 1:])
 
 
 def _durations(frames: pd.DataFrame) -> pd.Series:
@@ -34,10 +38,11 @@ def _durations(frames: pd.DataFrame) -> pd.Series:
 def _emotion_summary(faces: pd.DataFrame, seconds: pd.Series) -> dict[str, Any]:
     weight = seconds.loc[faces.index]
     total = float(weight.sum())
+    classes = class_columns(faces)
     share = {e: float(weight[faces["emotion"] == e].sum() / total) if total else 0.0
-             for e in EMOTIONS}
+             for e in classes}
     mean = {e: float(np.average(faces[e], weights=weight)) if total else float(faces[e].mean())
-            for e in EMOTIONS}
+            for e in classes}
     return {"share_of_time": share, "mean_probabilities": mean,
             "dominant_emotion": max(share, key=share.get) if len(faces) else None}
 
@@ -98,7 +103,7 @@ def plot_timeline(frames: pd.DataFrame, path: Path, most_faces: int = 6) -> Path
         t = face["time_s"].to_numpy()
         step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
         window = max(1, int(round(SMOOTH_SECONDS / step))) if step > 0 else 1
-        for i, emotion in enumerate(EMOTIONS):
+        for i, emotion in enumerate(class_columns(frames)):
             values = face[emotion]
             ax.plot(t, values, color=colours[i], alpha=0.2, linewidth=0.8)
             ax.plot(t, values.rolling(window, center=True, min_periods=1).mean(),
@@ -109,7 +114,7 @@ def plot_timeline(frames: pd.DataFrame, path: Path, most_faces: int = 6) -> Path
         ax.set_ylabel("probability")
         ax.set_title(f"{Path(str(source)).name}: face {int(face_id)}", fontsize=10, loc="left")
     axes[-1, 0].set_xlabel("seconds")
-    axes[0, 0].legend(ncol=len(EMOTIONS), fontsize=8, loc="upper center",
+    axes[0, 0].legend(ncol=len(class_columns(frames)), fontsize=8, loc="upper center",
                       bbox_to_anchor=(0.5, 1.45), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -10,7 +10,7 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 
-from fer_lab.data import EMOTIONS
+from fer_lab import labels
 from fer_lab.models import register
 
 VAL_FRACTION = 0.1
@@ -72,6 +72,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Attributes:
         net_: the trained network (best validation epoch), on the CPU.
+        class_names_: the classes it scores, in label order (FER2013's seven by default).
         history_: the metrics of every epoch, as reported.
         best_epoch_: the index of the epoch whose weights ``net_`` holds.
         tta_: the test-time augmentation predictions use.
@@ -120,17 +121,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.teacher = teacher
         self.distill = distill
 
-    def fit(self, X, y, eval_set=None, report=None):
-        """Trains on flat ``(N, 2304)`` uint8 pixels and labels 0..6.
+    def fit(self, X, y, eval_set=None, report=None, class_names=None):
+        """Trains on flat ``(N, 2304)`` uint8 pixels and their labels.
 
         Args:
             X: flat pixels.
-            y: labels.
+            y: labels 0..K-1.
             eval_set: ``(X_val, y_val)`` for per-epoch validation, early stopping and the
                 best-epoch choice; without it a stratified 10% of ``X`` is held out.
             report: called after each epoch with ``train_loss``, ``train_accuracy``,
                 ``val_loss``, ``val_accuracy``, ``val_macro_f1`` and ``lr``; whatever it
                 raises (e.g. ``optuna.TrialPruned``) ends the fit and propagates.
+            class_names: the name of every label (``fer_lab.labels``), default FER2013's
+                seven: the network gets one output per class. Kept as ``class_names_``.
 
         Returns:
             self, holding the weights of the best validation epoch.
@@ -145,8 +148,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("balanced_sampling corrects the class imbalance already; "
                              "use it with class_weighting='none'")
         X, y = np.asarray(X, dtype=np.uint8), np.asarray(y, dtype=np.int64)
-        if y.min() < 0 or y.max() >= nets.N_CLASSES:
-            raise ValueError(f"labels must be 0..{nets.N_CLASSES - 1}, got {y.min()}..{y.max()}")
+        names = labels.class_names(y, class_names)
         if eval_set is None:
             X, X_val, y, y_val = self._hold_out(X, y)
         else:
@@ -154,6 +156,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if not 0.0 <= self.distill <= 1.0:
             raise ValueError(f"distill must be within 0..1, not {self.distill}")
         soft = teacher_targets(self.teacher, X) if self.teacher else None
+        if soft is not None and soft.shape[1] != len(names):
+            raise ValueError(f"the teacher {self.teacher} scores {soft.shape[1]} classes, this "
+                             f"data has {len(names)} ({', '.join(names)})")
         data = training.ArrayDataModule((X, y), (X_val, y_val), self.batch_size,
                                         self.balanced_sampling, soft_targets=soft)
         setting = hardware.resolve(self.arch, self.width, data.train_batch_size,
@@ -161,7 +166,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.fit_settings_ = {"mixed_precision": setting.precision,
                               "channels_last": setting.channels_last}
         seed_everything(self.seed, workers=True, verbose=False)
-        net = nets.build(self.arch, width=self.width, dropout=self.dropout)
+        net = nets.build(self.arch, width=self.width, dropout=self.dropout,
+                         n_classes=len(names))
         net = net.to(memory_format=setting.memory_format)
         sides = (nets.SIDE,) if getattr(net, "fixed_input", False) else tuple(self.train_sides)
         # Normalisation statistics travel with the estimator, so predict sees the same input.
@@ -170,7 +176,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             net, pixel_mean=self.pixel_mean_, pixel_std=self.pixel_std_,
             optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
             schedule=self.schedule, label_smoothing=self.label_smoothing,
-            loss_weights=training.class_weights(y, self.class_weighting),
+            loss_weights=training.class_weights(y, self.class_weighting, len(names)),
             augment=training.Augment(self.flip, self.shift, self.rotate, self.scale, self.erase),
             channels_last=setting.channels_last, max_minutes=self.max_minutes,
             train_sides=sides, distill=self.distill if self.teacher else 0.0)
@@ -181,7 +187,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.net_ = net.cpu().eval().to(memory_format=torch.contiguous_format)
         self.history_ = best.history
         self.best_epoch_ = best.best_epoch
-        self.classes_ = np.arange(len(EMOTIONS))
+        self.class_names_ = names
+        self.classes_ = np.arange(len(names))
         self.fit_metrics_ = {}
         self.eval_set_proba_ = None
         self.tta_ = self.tta
@@ -217,8 +224,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def write_artifacts(self, folder: Path) -> dict[str, list[float]]:
         """Writes the training curves (``curves.png``) and the best epoch's weights
-        (``best.pt``, a state dict of ``fer_lab.nets.build(arch, width, dropout)``) into
-        ``folder``; returns the per-epoch metrics as series, to log step by step."""
+        (``best.pt``, a state dict of ``fer_lab.nets.build(arch, width, dropout,
+        len(class_names_))``) into ``folder``; returns the per-epoch metrics as series, to
+        log step by step."""
         import matplotlib.pyplot as plt
         import torch
 
@@ -258,7 +266,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             setting=self.inference_setting(), tta=tta, per_view=per_view)
 
     def decision_function(self, X) -> np.ndarray:
-        """Logits ``(N, 7)``, averaged over the test-time augmentation's views."""
+        """Logits ``(N, classes)``, averaged over the test-time augmentation's views."""
         return self._logits(X, self.tta_ if self.tta == "auto" else self.tta)
 
     def predict_proba(self, X) -> np.ndarray:

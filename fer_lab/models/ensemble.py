@@ -52,6 +52,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     Attributes:
         members_: the fitted member estimators.
+        class_names_: the classes it scores, in label order.
         temperatures_: each member's calibration temperature (1 for trained members: their
             validation probabilities are what the vote is fitted on).
         weights_: the members' weights (``mean``/``weights``).
@@ -71,7 +72,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.C = C
         self.seed = seed
 
-    def fit(self, X, y, eval_set=None, report=None):
+    def fit(self, X, y, eval_set=None, report=None, class_names=None):
         """Loads or trains the members, then fits the vote on ``eval_set`` (without it, a
         stratified 10% of ``X`` held out from the trained members).
 
@@ -80,12 +81,17 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             y: their labels.
             eval_set: ``(X_val, y_val)``: the validation carve the vote is fitted on.
             report: unused (an ensemble has no epochs); accepted for the study path.
+            class_names: the name of every label (``fer_lab.labels``), default FER2013's
+                seven; every member must score these classes, in this order.
         """
+        from fer_lab import labels
+
         if self.combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, not {self.combine!r}")
         if not self.members:
             raise ValueError("an ensemble needs members: model URIs or {family: ...} specs")
         X, y = np.asarray(X, dtype=np.uint8), np.asarray(y, dtype=np.int64)
+        names = labels.class_names(y, class_names)
         if eval_set is None:
             from sklearn.model_selection import train_test_split
 
@@ -101,13 +107,18 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             key = (repr(sorted(spec.items())) if isinstance(spec, Mapping) else str(spec),
                    self.seed + i, *rows)
             if key not in _MEMBERS:
-                _MEMBERS[key] = self._member(spec, i, X, y, X_val, y_val)
+                _MEMBERS[key] = self._member(spec, i, X, y, X_val, y_val, names)
             member, temperature, proba = _MEMBERS[key]
+            theirs = tuple(getattr(member, "class_names_", labels.FER2013.classes))
+            if theirs != names:
+                raise ValueError(f"member {member_name(spec)} scores {', '.join(theirs)}; "
+                                 f"this ensemble's data has {', '.join(names)}")
             self.members_.append(member)
             self.temperatures_.append(float(temperature))
             self.member_names_.append(member_name(spec))
             val_probas.append(calibration.scale(proba, temperature))
-        self.classes_ = np.arange(val_probas[0].shape[1])
+        self.class_names_ = names
+        self.classes_ = np.arange(len(names))
         probas = np.stack(val_probas)
         # The vote is fitted on the validation faces, so its score there would flatter the
         # votes with more to fit (stacking's 100-odd weights): eval_set_proba_, what a study
@@ -122,7 +133,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         }
         return self
 
-    def _member(self, spec, i: int, X, y, X_val, y_val) -> tuple[Any, float, np.ndarray]:
+    def _member(self, spec, i: int, X, y, X_val, y_val,
+                names: tuple[str, ...]) -> tuple[Any, float, np.ndarray]:
         """A member, its calibration temperature and its validation probabilities: loaded
         from the store (with the temperature it was logged with), or trained here (1: the
         vote is fitted on its raw validation probabilities)."""
@@ -137,7 +149,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"member {i}: a trained member needs a family, got {spec}")
         member = create(family, **{**load_family(family).params, "seed": self.seed + i,
                                    **params})
-        member.fit(X, y, eval_set=(X_val, y_val))
+        member.fit(X, y, eval_set=(X_val, y_val), class_names=names)
         proba = getattr(member, "eval_set_proba_", None)
         return member, 1.0, member.predict_proba(X_val) if proba is None else proba
 
@@ -243,13 +255,16 @@ def champion_uris() -> list[str]:
     from fer_lab import registry
     from fer_lab.models import families
 
+    from fer_lab import labels, tracking
+
     client = mlflow.MlflowClient()
     ours = active_study_tags()
+    label_set = (ours or {}).get(tracking.LABELS_TAG) or labels.DEFAULT
     uris = []
     for family in families():
         if family == "ensemble":
             continue
-        version = registry.champion_version(client, registry.model_name(family))
+        version = registry.champion_version(client, registry.model_name(family, label_set))
         if version is None:
             continue
         if ours is not None and any(version.tags.get(t) != ours.get(t)

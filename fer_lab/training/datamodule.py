@@ -8,7 +8,6 @@ import numpy as np
 from torch.utils.data import (BatchSampler, DataLoader, DistributedSampler, RandomSampler,
                               SequentialSampler, TensorDataset, WeightedRandomSampler)
 
-from fer_lab.nets import N_CLASSES
 from fer_lab.training.inputs import EVAL_BATCH, to_images
 
 MIN_STEPS_PER_EPOCH = 8
@@ -65,7 +64,7 @@ class ArrayDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         labels = self.train_set.tensors[1]
         if self.balanced_sampling:
-            per_class = torch.bincount(labels, minlength=N_CLASSES).float()
+            per_class = torch.bincount(labels).float()  # every label drawn has a count
             sampler = WeightedRandomSampler(1.0 / per_class[labels], len(labels))
         elif self.trainer is not None and self.trainer.world_size > 1:  # DDP: a shard per rank
             sampler = DistributedSampler(self.train_set, self.trainer.world_size,

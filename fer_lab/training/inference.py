@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fer_lab.nets import N_CLASSES
+from fer_lab.nets import n_outputs
 from fer_lab.training.hardware import Setting
 from fer_lab.training.inputs import EVAL_BATCH, to_images, to_input
 
@@ -48,7 +48,8 @@ def predict_logits(net: nn.Module, X: np.ndarray, *, pixel_mean: float, pixel_st
             its layout in place).
         tta: ``none``, ``flip`` (average with the mirror image) or ``crops`` (average over
             ``tta_views``).
-        per_view: return every view's logits, ``(views, N, 7)``, instead of their mean.
+        per_view: return every view's logits, ``(views, N, classes)``, instead of their
+            mean.
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, not {tta!r}")
@@ -57,7 +58,7 @@ def predict_logits(net: nn.Module, X: np.ndarray, *, pixel_mean: float, pixel_st
     with torch.no_grad():
         net.eval().to(memory_format=setting.memory_format)
     images = to_images(X)
-    out = [torch.empty(len(CROP_VIEWS[tta]) if per_view else 1, 0, N_CLASSES)]
+    out = [torch.empty(len(CROP_VIEWS[tta]) if per_view else 1, 0, n_outputs(net))]
     with torch.inference_mode(), setting.autocast("cpu"):
         for start in range(0, len(images), EVAL_BATCH):
             x = to_input(images[start:start + EVAL_BATCH], pixel_mean, pixel_std, False)

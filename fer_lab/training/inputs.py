@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fer_lab.nets import N_CLASSES, SIDE
+from fer_lab.nets import SIDE
 
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 EVAL_BATCH = 512  # images per inference batch
@@ -24,13 +24,13 @@ def to_input(images: Tensor, mean: float, std: float, channels_last: bool) -> Te
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def class_weights(y: np.ndarray, how: str) -> Tensor | None:
-    """Loss weights per class: ``balanced`` is n / (k * n_c), ``sqrt`` its square root (a
-    milder correction); classes absent from ``y`` get 0."""
+def class_weights(y: np.ndarray, how: str, n_classes: int) -> Tensor | None:
+    """Loss weights of the ``n_classes`` classes: ``balanced`` is n / (k * n_c), ``sqrt``
+    its square root (a milder correction); classes absent from ``y`` get 0."""
     if how not in CLASS_WEIGHTINGS:
         raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTINGS}, not {how!r}")
     if how == "none":
         return None
-    counts = np.bincount(y, minlength=N_CLASSES).astype(np.float64)
-    weights = np.divide(len(y), N_CLASSES * counts, out=np.zeros(N_CLASSES), where=counts > 0)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.divide(len(y), n_classes * counts, out=np.zeros(n_classes), where=counts > 0)
     return torch.tensor(np.sqrt(weights) if how == "sqrt" else weights, dtype=torch.float32)

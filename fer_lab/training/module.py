@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from fer_lab.nets import N_CLASSES, SIDE
+from fer_lab.nets import SIDE, n_outputs
 from fer_lab.training.augment import Augment
 from fer_lab.training.inputs import to_input
 from fer_lab.training.schedules import SCHEDULES, cosine, one_cycle
@@ -62,8 +62,9 @@ class FerModule(L.LightningModule):
         self._started: float | None = None
         self._time_used = 0.0  # fraction of max_minutes, read once per step
         self._planned_steps = 1
-        self.val_accuracy = MulticlassAccuracy(N_CLASSES, average="micro")
-        self.val_macro_f1 = MulticlassF1Score(N_CLASSES, average="macro")
+        n_classes = n_outputs(net)  # the head's classes: 7 for FER2013, 8 for FER+
+        self.val_accuracy = MulticlassAccuracy(n_classes, average="micro")
+        self.val_macro_f1 = MulticlassF1Score(n_classes, average="macro")
         self.epoch_metrics: dict[str, float] = {}
         self._train_sums = torch.zeros(3)  # loss * n, correct, n of the epoch so far
         self._val_sums = torch.zeros(2)  # loss summed, n
