@@ -44,8 +44,9 @@ def _seconds(text: str) -> float | None:
     return float(text) or None
 
 
-FAMILY_OPTIONS = {"devices": "cnn", "strategy": "cnn", "teacher": "cnn",
-                  "members": "ensemble"}
+FAMILY_OPTIONS = {"devices": "families trained with Lightning (cnn)",
+                  "strategy": "families trained with Lightning (cnn)",
+                  "teacher": "networks (cnn)", "members": "ensembles"}
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -65,8 +66,8 @@ def _tune(args: argparse.Namespace) -> int:
         known = set(get(args.family)().get_params())
         for name in given:
             if name not in known:
-                raise ValueError(f"--{name} does not apply to {args.family!r} (a parameter of "
-                                 f"{FAMILY_OPTIONS[name]})")
+                raise ValueError(f"--{name} applies to {FAMILY_OPTIONS[name]}, "
+                                 f"not {args.family!r}")
         model = dataclasses.replace(model, params={**model.params, **given})
     config = TuneConfig(model=model, data=args.data, labels=args.labels, seed=args.seed,
                         val_fraction=args.val_fraction, experiment=args.experiment,

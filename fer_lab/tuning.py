@@ -88,14 +88,16 @@ class Objective:
                 X, y = subsample(self.splits.train, fraction, self.config.seed)
                 model = create(self.family, **params, seed=self.config.seed)
                 before = report.step
-                model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y), report=report,
-                          class_names=self.splits.classes)
+                try:
+                    model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y),
+                              report=report, class_names=self.splits.classes)
+                finally:  # a trial pruned mid-fit shows what it resolved too
+                    if not settings_logged and getattr(model, "fit_settings_", None):
+                        mlflow.log_params(model.fit_settings_)
+                        settings_logged = True
                 y_pred = eval_set_proba(model, self.splits.val.X).argmax(1)
                 val = {f"val_{k}": v for k, v in evaluation.scores(
                     self.splits.val.y, y_pred, classes=self.splits.classes).items()}
-                if not settings_logged:
-                    mlflow.log_params(getattr(model, "fit_settings_", {}))
-                    settings_logged = True
                 if report.step == before:  # the family has no epochs: one report per rung
                     report(val, prune=i < len(rungs) - 1)
                 else:  # epochs were reported; these are the restored best epoch's scores

@@ -244,7 +244,7 @@ def test_ddp_study_on_two_cpu_processes_logs_from_rank_zero_only(fresh_tracking,
 def test_devices_are_refused_for_families_without_lightning(tmp_path, capsys):
     assert cli.main(["tune", "svm", "--devices", "2", "--storage",
                      f"sqlite:///{tmp_path}/o.db"]) == 1
-    assert "apply to families trained with Lightning" in capsys.readouterr().err
+    assert "applies to families trained with Lightning" in capsys.readouterr().err
 
 
 @pytest.mark.slow
