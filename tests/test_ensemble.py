@@ -76,6 +76,7 @@ def _scrambled(splits: Splits) -> Splits:
                                test_all=every, test_other=None)
 
 
+@pytest.mark.slow
 def test_the_vote_never_reads_a_test_split(tracking, splits):
     """The study path (refit, evaluation) with the test splits scrambled: what the vote
     learnt must not move, while the test scores do."""
@@ -103,6 +104,7 @@ def _register(family: str, splits, digest: str, **params) -> str:
     return f"models:/fer-{family}@champion"
 
 
+@pytest.mark.slow
 def test_members_from_the_store_and_a_study(fresh_tracking, tmp_path, splits):
     """``champions`` gathers the store's family champions of the study's data; the study
     registers fer-ensemble, whose pyfunc predicts with every member, calibrated as each
