@@ -185,17 +185,16 @@ def model_tags(model_uri: str) -> dict[str, str]:
 
     if model_uri.startswith("runs:/"):
         return {"fer.model_run_id": model_uri.removeprefix("runs:/").split("/")[0]}
-    if not model_uri.startswith("models:/"):
-        return {}
-    name, _, rest = model_uri.removeprefix("models:/").partition("/")
-    name, _, alias = name.partition("@")
+    from fer_lab import registry
+
     client = MlflowClient()
     try:
-        version = client.get_model_version_by_alias(name, alias) if alias \
-            else client.get_model_version(name, rest)
+        version = registry.model_version(model_uri, client)
+        if version is None:
+            return {}
         family = client.get_run(version.run_id).data.tags.get("fer.family", "") \
             if version.run_id else ""
     except MlflowException:  # e.g. models:/name/latest: the URI itself says enough
         return {}
-    return {"fer.model": f"{name}/{version.version}", "fer.family": family,
+    return {"fer.model": f"{version.name}/{version.version}", "fer.family": family,
             "fer.model_run_id": version.run_id or ""}

@@ -215,13 +215,14 @@ class FerModel(mlflow.pyfunc.PythonModel):
 
     def _estimator(self, tta: str):
         """The estimator, with a CNN's test-time augmentation overridden unless ``model``."""
-        from fer_lab.models.cnn import with_tta
+        from fer_lab.models.cnn import has_views, with_tta
 
         estimator = self.estimator
         if tta != MODEL_TTA:
-            if not (hasattr(estimator, "tta") or hasattr(estimator, "members_")):
+            if not has_views(estimator):
                 raise InputError(f"params: tta applies to models with test-time augmentation "
-                                 f"(cnn, ensemble), not {type(estimator).__name__}")
+                                 f"(cnn, an ensemble with networks), not "
+                                 f"{type(estimator).__name__}")
             if tta not in TTA_MODES:
                 raise InputError(f"params: tta must be one of {TTA_MODES}, not {tta!r}")
             estimator = with_tta(estimator, tta)

@@ -99,6 +99,22 @@ def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
         raise
 
 
+def model_version(uri: str, client: MlflowClient | None = None) -> ModelVersion | None:
+    """The registered version a ``models:/name/3`` or ``models:/name@alias`` URI names;
+    None for any other URI.
+
+    Raises:
+        MlflowException: no such model, version or alias (e.g. ``models:/name/latest``).
+    """
+    if not uri.startswith("models:/"):
+        return None
+    client = client or MlflowClient()
+    name, _, number = uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    return client.get_model_version_by_alias(name, alias) if alias \
+        else client.get_model_version(name, number)
+
+
 def _not_found(err: MlflowException) -> bool:
     """The registry's answer for a model or an alias that does not exist (MLflow reports a
     missing alias as an invalid parameter "... not found")."""

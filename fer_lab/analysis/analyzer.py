@@ -119,11 +119,11 @@ class Analyzer:
         if min_face is not None and min_face < 8:
             raise ValueError(f"min_face must be at least 8 pixels, not {min_face}")
         self.min_face = min_face
+        from fer_lab.models.cnn import has_views
+
         # the model's own choice where it has none to override (the classical families)
         estimator = getattr(model.unwrap_python_model(), "estimator", None)
-        # a CNN's views, or those of an ensemble's networks
-        has_tta = hasattr(estimator, "tta") or getattr(estimator, "uses_torch", bool)()
-        self.tta = tta if has_tta else "model"
+        self.tta = tta if has_views(estimator) else "model"
         self._params = {} if self.tta == "model" else {"tta": self.tta}
 
     def probabilities(self, faces: np.ndarray) -> np.ndarray:

@@ -284,9 +284,7 @@ def teacher_targets(uri: str, X: np.ndarray) -> np.ndarray:
     """The teacher's calibrated probabilities of ``X`` (float32), its networks (an
     ensemble's too) predicting with ``TEACHER_TTA``."""
     from fer_lab import calibration
-    from fer_lab.models.stored import load_member
-
-    from fer_lab.models.stored import rows_digest
+    from fer_lab.models.stored import load_member, rows_digest
 
     key = (uri, rows_digest(X))
     if key not in _TAUGHT:  # a study's trials and refit share one teacher's labels
@@ -298,6 +296,12 @@ def teacher_targets(uri: str, X: np.ndarray) -> np.ndarray:
 
 
 _TAUGHT: dict[tuple[str, str], np.ndarray] = {}
+
+
+def has_views(estimator) -> bool:
+    """Whether test-time augmentation applies to it (``with_tta`` changes how it
+    predicts): a network, or an ensemble holding one."""
+    return hasattr(estimator, "tta") or getattr(estimator, "uses_torch", bool)()
 
 
 def with_tta(estimator, tta: str):

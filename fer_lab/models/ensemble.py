@@ -252,10 +252,8 @@ def champion_uris() -> list[str]:
     """Pinned URIs of the family champions (ensembles aside) on the active study's data."""
     import mlflow
 
-    from fer_lab import registry
+    from fer_lab import labels, registry, tracking
     from fer_lab.models import families
-
-    from fer_lab import labels, tracking
 
     client = mlflow.MlflowClient()
     ours = active_study_tags()

@@ -68,15 +68,12 @@ def _member_tags(uri: str) -> dict[str, str] | None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from fer_lab import registry
+
     client = mlflow.MlflowClient()
     try:
-        if uri.startswith("models:/"):
-            name, _, ref = uri.removeprefix("models:/").partition("@")
-            if ref:
-                version = client.get_model_version_by_alias(name, ref)
-            else:
-                name, _, number = uri.removeprefix("models:/").partition("/")
-                version = client.get_model_version(name, number)
+        version = registry.model_version(uri, client)
+        if version is not None:
             if all(t in version.tags for t in PROVENANCE_TAGS):
                 return dict(version.tags)
             run_id = version.run_id
