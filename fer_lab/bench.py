@@ -34,12 +34,14 @@ def forward_flops(arch: str, width: int) -> int:
     return int(counter.get_total_flops())
 
 
-def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
+def path_rate(params: dict[str, Any], steps: int) -> float:
     """Training images/s through ``CNNClassifier.fit`` inside an MLflow run that receives
-    the per-epoch metrics, as a study's trial does: the time of a (warmup + steps)-step
-    fit minus that of a warmup-step fit, so set-up and the one validation pass (over a
-    single image) cancel out. An untimed fit comes first: one-time costs (lazy imports,
-    oneDNN's first calls at each shape) would otherwise land on one side only."""
+    the per-epoch metrics, as a study's trial does: a two-epoch fit, timed from the first
+    epoch's report to the second's, so the second epoch counts in full (its steps, its
+    validation pass over a single image, the logging of its metrics) and the set-up and
+    one-time costs (lazy imports, oneDNN's first calls at each shape) fall in the first.
+    An epoch has ``steps`` steps, at least ``MIN_STEPS_PER_EPOCH`` (below it the data
+    module shrinks the batch)."""
     import mlflow
 
     from fer_lab import nets
@@ -47,36 +49,31 @@ def path_rate(params: dict[str, Any], steps: int, warmup: int) -> float:
     from fer_lab.training.datamodule import MIN_STEPS_PER_EPOCH
 
     rng = np.random.default_rng(0)
-    batch = params["batch_size"]
-    # Below MIN_STEPS_PER_EPOCH steps the data module shrinks the batch: keep it whole.
-    warmup = max(warmup, MIN_STEPS_PER_EPOCH)
-    X_val, y_val = rng.integers(0, 256, (1, nets.SIDE ** 2), dtype=np.uint8), np.zeros(1, np.int64)
+    n = params["batch_size"] * max(steps, MIN_STEPS_PER_EPOCH)
+    X = rng.integers(0, 256, (n, nets.SIDE ** 2), dtype=np.uint8)
+    y = np.arange(n) % nets.N_CLASSES
+    X_val, y_val = X[:1], y[:1]
+    reported: list[float] = []
 
-    def fit_seconds(n_steps: int) -> float:
-        n = batch * n_steps
-        X = rng.integers(0, 256, (n, nets.SIDE ** 2), dtype=np.uint8)
-        y = np.arange(n) % nets.N_CLASSES
-        model = create("cnn", **{**params, "epochs": 1, "min_steps": 0, "patience": None,
-                                 "max_minutes": None, "tta": "none"})
-        started = time.perf_counter()
-        # Lightning's progress bar writes to stdout, which is the table's (or the JSON's).
-        with mlflow.start_run(experiment_id=experiment), \
-                contextlib.redirect_stdout(sys.stderr):
-            model.fit(X, y, eval_set=(X_val, y_val),
-                      report=lambda metrics: mlflow.log_metrics(dict(metrics), step=0))
-        return time.perf_counter() - started
+    def report(metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(dict(metrics), step=len(reported))
+        reported.append(time.perf_counter())
 
+    model = create("cnn", **{**params, "epochs": 2, "min_steps": 0, "patience": None,
+                             "max_minutes": None, "tta": "none"})
     previous = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-        # An experiment of the temporary store's own: the process's active one (a study's,
-        # a test's) does not exist there.
-        experiment = mlflow.create_experiment("fer-lab bench")
         try:
-            fit_seconds(warmup)
-            return batch * steps / (fit_seconds(warmup + steps) - fit_seconds(warmup))
+            # An experiment of the temporary store's own: the process's active one (a
+            # study's, a test's) does not exist there. Lightning's progress bar writes to
+            # stdout, which is the table's (or the JSON's).
+            with mlflow.start_run(experiment_id=mlflow.create_experiment("fer-lab bench")), \
+                    contextlib.redirect_stdout(sys.stderr):
+                model.fit(X, y, eval_set=(X_val, y_val), report=report)
         finally:
             mlflow.set_tracking_uri(previous)
+    return n / (reported[1] - reported[0])
 
 
 def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
@@ -87,7 +84,8 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
     Args:
         archs: architectures (default: all of ``fer_lab.nets.ARCHITECTURES``).
         steps: timed steps per measurement.
-        warmup: untimed steps before timing.
+        warmup: untimed steps before timing a bare loop (fer-lab's path warms up for
+            an epoch: ``path_rate``).
         batch, width: default the family's configured values.
         repeats: the path comparison keeps the best of this many alternated runs of each
             side (a burst of other load hits both).
@@ -136,7 +134,7 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
             for _ in range(repeats):
                 bare = max(bare, hardware.train_rate(arch, width, batch, auto, steps=steps,
                                                      warmup=warmup, augment=augment))
-                fer_lab = max(fer_lab, path_rate(params, steps, warmup))
+                fer_lab = max(fer_lab, path_rate(params, steps))
             result.update(bare_img_s=bare, path_img_s=fer_lab, path_ratio=fer_lab / bare)
         out["archs"][arch] = result
     return out

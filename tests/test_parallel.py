@@ -23,7 +23,7 @@ from fer_lab import cli, parallel
 POSTGRES = os.environ.get("FER_LAB_TEST_POSTGRES")
 FER_LAB = [sys.executable, "-m", "fer_lab.cli"]
 # Slow enough trials (a few seconds) to be killed in the middle of one.
-SLOW_CNN = {"params": {"width": 8, "epochs": 20, "min_steps": 0, "batch_size": 16,
+SLOW_CNN = {"params": {"width": 8, "epochs": 30, "min_steps": 0, "batch_size": 16,
                        "max_minutes": None, "tta": "none"},
             "search_space": {"arch": None},
             "study": {"rungs": [1.0], "warmup_steps": 0,
@@ -63,8 +63,15 @@ def test_workers_on_a_journal_split_the_trials_exactly(tracking, tmp_path):
     assert mlflow.get_run(parent).data.tags["fer.role"] == "study"
 
 
+def _as_from_a_terminal() -> None:
+    # A suite started in the background of a non-interactive shell (nohup, `cmd &`) passes
+    # on an ignored SIGINT; a user's Ctrl-C reaches fer-lab with the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fer_lab(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(FER_LAB + args, env={**os.environ, **env}, **kwargs)
+    return subprocess.Popen(FER_LAB + args, env={**os.environ, **env},
+                            preexec_fn=_as_from_a_terminal, **kwargs)
 
 
 @pytest.fixture
@@ -157,13 +164,13 @@ def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_p
     worker = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                      stderr=open(tmp_path / "first.log", "w"))
 
-    def running_trial():
+    def trial_inside_its_epochs():
+        # An epoch's metrics logged: the trial has (~30 epochs of ~0.1 s) more to go.
         return [r for r in trial_runs(experiment) if r.data.tags.get("fer.trial") != "0"
-                and r.info.status == "RUNNING"]
+                and r.info.status == "RUNNING" and r.data.metrics]
 
     try:
-        wait_for(running_trial, 300, "running trial after the first")
-        time.sleep(1)  # inside its epochs
+        wait_for(trial_inside_its_epochs, 300, "running trial after the first")
     finally:
         worker.send_signal(stop)
         worker.wait(timeout=60)
