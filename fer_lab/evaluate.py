@@ -74,7 +74,7 @@ def load_faces(source: str, split: str | None = None, detect_faces: bool = False
     """The labelled faces of ``source``: its ``split`` (default ``test_all`` where it has
     test rows, else ``all``) with the label set ``labels`` (``fer_lab.labels``), or with
     ``detect_faces`` the largest face of every photo under ``<emotion>/`` folders
-    (FER2013's class names).
+    (``labels.folder_class``: FER2013's emotions, and FER+'s ``contempt``).
 
     Raises:
         DataError: the source cannot be read, or has no such split.
@@ -103,9 +103,9 @@ def _detected(folder: Path) -> Faces:
     if not folder.is_dir():
         raise fer_data.DataError(f"{folder}: --detect-faces takes a folder of <emotion>/ "
                                  f"folders of photos")
-    X, y, skipped, digest = [], [], [], hashlib.sha256()
+    X, names, skipped, digest = [], [], [], hashlib.sha256()
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        label = fer_data.emotion_id(class_dir.name)
+        name = label_sets.folder_class(class_dir.name)
         for path in predict.expand([class_dir]):
             digest.update(path.read_bytes())
             found = next(predict.faces([path], detect=True), None)  # the largest face
@@ -113,11 +113,13 @@ def _detected(folder: Path) -> Faces:
                 skipped.append(str(path))
                 continue
             X.append(found.pixels)
-            y.append(label)
+            names.append(name)
     if not X:
         raise fer_data.DataError(f"{folder}: no face found in any photo of its emotion folders")
-    return Faces(np.stack(X), np.array(y, dtype=np.int64), str(folder),
-                 digest.hexdigest()[:16], "all", tuple(skipped))
+    label_set = label_sets.smallest_set(names)
+    y = np.array([label_set.classes.index(name) for name in names], dtype=np.int64)
+    return Faces(np.stack(X), y, str(folder), digest.hexdigest()[:16], "all", tuple(skipped),
+                 classes=label_set.classes, label_set=label_set.name)
 
 
 def present_scores(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:

@@ -48,6 +48,36 @@ DROPPED = -1  # ``majority``'s label for an image FER+ leaves out
 FERPLUS_VERSION = "1"
 
 
+# Class folders of photo collections and of FER2013's image exports: FER+'s vote names and
+# the exports' adjectives, beside every label set's own class names.
+_FOLDER_ALIASES = {"anger": "angry", "disgusted": "disgust", "fearful": "fear",
+                   "happiness": "happy", "sadness": "sad", "surprised": "surprise"}
+
+
+def folder_class(folder_name: str) -> str:
+    """The class a folder of photos holds, by its name (``Happy``, ``fearful``,
+    ``contempt``...).
+
+    Raises:
+        DataError: no label set has such a class.
+    """
+    name = _FOLDER_ALIASES.get(folder_name.lower(), folder_name.lower())
+    known = {c for label_set in LABEL_SETS.values() for c in label_set.classes}
+    if name not in known:
+        raise DataError(f"{folder_name}: not an emotion folder; expected one of "
+                        f"{', '.join(sorted(known | set(_FOLDER_ALIASES)))}")
+    return name
+
+
+def smallest_set(class_names) -> LabelSet:
+    """The label set with the fewest classes that has all of ``class_names``: FER2013's
+    for its seven emotions, FER+'s once ``contempt`` is among them."""
+    for label_set in sorted(LABEL_SETS.values(), key=lambda s: len(s.classes)):
+        if set(class_names) <= set(label_set.classes):
+            return label_set
+    raise DataError(f"no label set has all of {', '.join(sorted(set(class_names)))}")
+
+
 @dataclass(frozen=True)
 class LabelSpec:
     """What ``--labels`` asks for: a label set, and for FER+ the votes file when named."""

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fer_lab import calibration, cli, evaluate, registry
-from fer_lab.data import EMOTIONS, load
+from fer_lab.data import EMOTIONS, DataError, load
 
 MODEL = f"models:/{registry.BEST_MODEL}@{registry.CHAMPION}"
 # One xdist worker runs the module: its tests share one registered champion.
@@ -96,3 +96,30 @@ def test_photos_without_a_face_are_named_and_skipped(champion, tmp_path, capsys)
     assert "(all): 1 faces" in captured.out
     m = evaluation_run().data.metrics
     assert m["faces"] == 1 and m["faces_skipped"] == 1
+
+
+def test_photo_folders_name_any_label_sets_class(champion, tmp_path, capsys):
+    """A ``contempt/`` folder is FER+'s class: its faces are labelled so, and a model of
+    FER2013's seven refuses to be scored on them, naming the class; an unknown folder name
+    lists the names it could have been."""
+    from skimage import data as skimage_data
+
+    photos = tmp_path / "photos"
+    for folder in ("Contempt", "happiness"):
+        (photos / folder).mkdir(parents=True)
+        Image.fromarray(skimage_data.astronaut()).save(photos / folder / "a.jpg")
+    faces = evaluate.load_faces(str(photos), detect_faces=True)
+    assert faces.label_set == "ferplus"
+    assert sorted(faces.classes[i] for i in faces.y) == ["contempt", "happy"]
+    assert cli.main(["evaluate", MODEL, str(photos), "--detect-faces"]) != 0
+    assert "contempt" in capsys.readouterr().err
+
+    (photos / "Contempt" / "a.jpg").rename(photos / "happiness" / "b.jpg")
+    (photos / "Contempt").rmdir()
+    faces = evaluate.load_faces(str(photos), detect_faces=True)
+    assert (faces.label_set, faces.classes) == ("fer2013", EMOTIONS)
+    assert [faces.classes[i] for i in faces.y] == ["happy", "happy"]
+
+    (photos / "bored").mkdir()
+    with pytest.raises(DataError, match="bored: not an emotion folder.*contempt"):
+        evaluate.load_faces(str(photos), detect_faces=True)
