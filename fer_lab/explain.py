@@ -86,7 +86,7 @@ def occlusion(estimator, X: np.ndarray, targets: np.ndarray) -> np.ndarray:
     import torch
     from captum.attr import Occlusion
 
-    from fer_lab.models.cnn import with_tta
+    from fer_lab.models import with_tta
 
     estimator = with_tta(estimator, "none")
 

@@ -215,7 +215,7 @@ class FerModel(mlflow.pyfunc.PythonModel):
 
     def _estimator(self, tta: str):
         """The estimator, with a CNN's test-time augmentation overridden unless ``model``."""
-        from fer_lab.models.cnn import has_views, with_tta
+        from fer_lab.models import has_views, with_tta
 
         estimator = self.estimator
         if tta != MODEL_TTA:
@@ -288,7 +288,9 @@ def requirements(estimator) -> list[str]:
     from importlib import metadata
 
     names = list(_SERVING_DISTRIBUTIONS)
-    if hasattr(estimator, "net_") or getattr(estimator, "uses_torch", lambda: False)():
+    from fer_lab.models import uses_torch
+
+    if uses_torch(estimator):
         names.append("torch")
     pinned = []
     for name in names + ["fer-lab"]:

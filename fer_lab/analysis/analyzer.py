@@ -119,7 +119,7 @@ class Analyzer:
         if min_face is not None and min_face < 8:
             raise ValueError(f"min_face must be at least 8 pixels, not {min_face}")
         self.min_face = min_face
-        from fer_lab.models.cnn import has_views
+        from fer_lab.models import has_views
 
         # the model's own choice where it has none to override (the classical families)
         estimator = getattr(model.unwrap_python_model(), "estimator", None)

@@ -2,6 +2,11 @@
 
 A family is one module in this package that decorates an estimator class with
 ``@register("name")`` plus ``fer_lab/configs/<name>.yaml`` with its defaults and search space.
+Beyond scikit-learn's ``fit``/``predict_proba``, an estimator may have ``uses_torch()``
+(its logged model needs torch), ``has_views()`` (test-time augmentation applies to it) and
+``with_tta(tta)`` (a copy predicting with augmentation ``tta``): the networks do, and an
+ensemble does as its members do. ``uses_torch``, ``has_views`` and ``with_tta`` below ask
+any estimator, those without the method included.
 """
 
 from __future__ import annotations
@@ -41,6 +46,24 @@ def get(name: str) -> type:
 def create(name: str, **params: Any):
     """A new, unfitted estimator of family ``name`` with ``params``."""
     return get(name)(**params)
+
+
+def uses_torch(estimator) -> bool:
+    """Whether the estimator predicts with torch (its logged model then requires it)."""
+    return getattr(estimator, "uses_torch", lambda: False)()
+
+
+def has_views(estimator) -> bool:
+    """Whether test-time augmentation applies to the estimator (``with_tta`` changes how
+    it predicts)."""
+    return getattr(estimator, "has_views", lambda: False)()
+
+
+def with_tta(estimator, tta: str):
+    """A shallow copy of the estimator predicting with test-time augmentation ``tta``
+    (``fer_lab.training.inference.TTA_MODES``); one it does not apply to, as it is."""
+    method = getattr(estimator, "with_tta", None)
+    return method(tta) if method is not None else estimator
 
 
 # Importing the family modules fills the registry.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 
 from fer_lab import labels
-from fer_lab.models import register
+from fer_lab.models import register, with_tta
 
 VAL_FRACTION = 0.1
 # torch and Lightning are imported inside the methods: the registry imports every family,
@@ -251,6 +252,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         plt.close(fig)
         return series
 
+    def uses_torch(self) -> bool:
+        return True
+
+    def has_views(self) -> bool:
+        return True
+
+    def with_tta(self, tta: str) -> CNNClassifier:
+        """A shallow copy predicting with test-time augmentation ``tta``."""
+        out = copy.copy(self)
+        out.tta = tta  # not set_params: models pickled by older versions lack params
+        return out
+
     def inference_setting(self):
         """How this machine predicts fastest with this net (measured once per machine and
         cached): a fitted model carries weights, not the training machine's setting."""
@@ -296,25 +309,3 @@ def teacher_targets(uri: str, X: np.ndarray) -> np.ndarray:
 
 
 _TAUGHT: dict[tuple[str, str], np.ndarray] = {}
-
-
-def has_views(estimator) -> bool:
-    """Whether test-time augmentation applies to it (``with_tta`` changes how it
-    predicts): a network, or an ensemble holding one."""
-    return hasattr(estimator, "tta") or getattr(estimator, "uses_torch", bool)()
-
-
-def with_tta(estimator, tta: str):
-    """A shallow copy whose networks, an ensemble's members included, predict with the
-    test-time augmentation ``tta``; other estimators as they are."""
-    import copy
-
-    if hasattr(estimator, "members_"):
-        out = copy.copy(estimator)
-        out.members_ = [with_tta(m, tta) for m in estimator.members_]
-        return out
-    if hasattr(estimator, "tta_"):
-        out = copy.copy(estimator)
-        out.tta = tta  # not set_params: models pickled by older versions lack params
-        return out
-    return estimator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from fer_lab import calibration
-from fer_lab.models import create, register
+from fer_lab.models import create, has_views, register, uses_torch, with_tta
 from fer_lab.models.stored import (PROVENANCE_TAGS, active_study_tags, load_member,
                                     rows_digest)
 
@@ -220,8 +221,16 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         return [m.inference_setting() for m in self.members_ if hasattr(m, "inference_setting")]
 
     def uses_torch(self) -> bool:
-        """Whether a member is a network (its logged model then needs torch)."""
-        return any(hasattr(m, "net_") for m in self.members_)
+        return any(uses_torch(m) for m in self.members_)
+
+    def has_views(self) -> bool:
+        return any(has_views(m) for m in self.members_)
+
+    def with_tta(self, tta: str) -> EnsembleClassifier:
+        """A shallow copy whose networks predict with test-time augmentation ``tta``."""
+        out = copy.copy(self)
+        out.members_ = [with_tta(m, tta) for m in self.members_]
+        return out
 
 
 CHAMPIONS = "champions"
