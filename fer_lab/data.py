@@ -34,10 +34,11 @@ N_PIXELS = SIDE * SIDE
 COLUMNS = ("emotion", "pixels", "Usage")
 # Bump when the cached layout or parsing changes, so stale caches are never read.
 CACHE_VERSION = "1"
-# Folder names used by the common image-folder exports of FER2013.
+# The adjectives the common image-folder exports of FER2013 name some class folders with.
+FOLDER_ALIASES = {"disgusted": "disgust", "fearful": "fear", "surprised": "surprise"}
 _FOLDER_NAMES = {
     **{name: i for i, name in enumerate(EMOTIONS)},
-    "angry": 0, "disgusted": 1, "fearful": 2, "surprised": 5,
+    **{alias: EMOTIONS.index(name) for alias, name in FOLDER_ALIASES.items()},
 }
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 _USE_INSTEAD = "use fer2013.csv (inside fer2013.tar.gz) or icml_face_data.csv"

@@ -48,10 +48,10 @@ DROPPED = -1  # ``majority``'s label for an image FER+ leaves out
 FERPLUS_VERSION = "1"
 
 
-# Class folders of photo collections and of FER2013's image exports: FER+'s vote names and
-# the exports' adjectives, beside every label set's own class names.
-_FOLDER_ALIASES = {"anger": "angry", "disgusted": "disgust", "fearful": "fear",
-                   "happiness": "happy", "sadness": "sad", "surprised": "surprise"}
+# Class folders of photo collections: FER2013's exports' adjectives and FER+'s vote names,
+# beside every label set's own class names.
+_FOLDER_ALIASES = {**fer_data.FOLDER_ALIASES, "anger": "angry", "happiness": "happy",
+                   "sadness": "sad"}
 
 
 def folder_class(folder_name: str) -> str:
