@@ -87,8 +87,9 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
         warmup: untimed steps before timing a bare loop (fer-lab's path warms up for
             an epoch: ``path_rate``).
         batch, width: default the family's configured values.
-        repeats: the path comparison keeps the best of this many alternated runs of each
-            side (a burst of other load hits both).
+        repeats: rounds of every measurement; each setting, and each side of the path
+            comparison, keeps its best of this many interleaved runs (a burst of other
+            load hits all of them: ``hardware.measure``).
         path: also measure fer-lab's training path against the bare loop.
 
     Returns:
@@ -110,17 +111,19 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
     augment = Augment(defaults["flip"], defaults["shift"], defaults["rotate"],
                       defaults["scale"], defaults["erase"])
     out: dict[str, Any] = {"machine": dataclasses.asdict(machine.current()), "batch": batch,
-                           "width": width, "steps": steps, "archs": {}}
+                           "width": width, "steps": steps, "rounds": repeats, "archs": {}}
     for arch in archs or list(nets.ARCHITECTURES):
         flops = forward_flops(arch, width)
-        settings = {}
-        for setting in hardware.candidates():
-            train = hardware.train_rate(arch, width, batch, setting, steps=steps, warmup=warmup)
-            infer = hardware.infer_rate(arch, width, setting, steps=steps, warmup=warmup)
-            settings[setting.name] = {
-                "train_img_s": train, "infer_img_s": infer,
-                "train_gflop_s": train * flops * TRAIN_FLOPS_FACTOR / 1e9,
-                "infer_gflop_s": infer * flops / 1e9}
+        candidates = hardware.candidates()
+        on = hardware.device()
+        rounds = {"rounds": repeats, "steps_per_round": steps, "warmup": warmup}
+        train = hardware.measure({c.name: hardware.train_step(arch, width, batch, c, on=on)
+                                  for c in candidates}, batch, on=on, **rounds)
+        infer = hardware.measure({c.name: hardware.infer_step(arch, width, c)
+                                  for c in candidates}, hardware.INFER_BATCH, **rounds)
+        settings = {name: {"train_img_s": train[name], "infer_img_s": infer[name],
+                           "train_gflop_s": train[name] * flops * TRAIN_FLOPS_FACTOR / 1e9,
+                           "infer_gflop_s": infer[name] * flops / 1e9} for name in train}
         auto = hardware.resolve(arch, width, batch)
         result = {"params": nets.count_parameters(nets.build(arch, width=width)),
                   "forward_flops": flops, "settings": settings, "auto": auto.name,
@@ -143,11 +146,11 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
 def format_table(result: dict[str, Any]) -> str:
     """The bench result as Markdown tables, ready for RESULTS.md."""
     m = result["machine"]
-    lines = [f"machine: {m['cpu']} ({m['isa']}), {m['accelerator']}, torch {m['torch']}, "
-             f"{m['threads']} threads; batch {result['batch']}, width {result['width']}, "
-             f"{result['steps']} timed steps", "",
-             "| arch | params | MFLOPs/img | setting | train img/s | train GFLOP/s "
-             "| infer img/s | infer GFLOP/s | auto picks |",
+    lines = [(f"machine: {m['cpu']} ({m['isa']}), {m['accelerator']}, torch {m['torch']}, "
+              f"{m['threads']} threads; batch {result['batch']}, width {result['width']}, "
+              f"{result['steps']} timed steps, best of {result.get('rounds', 1)} rounds"), "",
+             ("| arch | params | MFLOPs/img | setting | train img/s | train GFLOP/s "
+              "| infer img/s | infer GFLOP/s | auto picks |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for arch, r in result["archs"].items():
         for name, s in r["settings"].items():

@@ -410,7 +410,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, help="batch size (default: the cnn config's)")
     b.add_argument("--width", type=int, help="network width (default: the cnn config's)")
     b.add_argument("--repeats", type=int, default=2,
-                   help="best of this many runs for the path comparison")
+                   help="each measurement keeps its best of this many interleaved rounds")
     b.add_argument("--no-path", action="store_true",
                    help="skip fer-lab's training path against the bare loop (default: "
                         "measure it)")
