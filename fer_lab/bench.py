@@ -114,13 +114,10 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
                            "width": width, "steps": steps, "rounds": repeats, "archs": {}}
     for arch in archs or list(nets.ARCHITECTURES):
         flops = forward_flops(arch, width)
-        candidates = hardware.candidates()
-        on = hardware.device()
-        rounds = {"rounds": repeats, "steps_per_round": steps, "warmup": warmup}
-        train = hardware.measure({c.name: hardware.train_step(arch, width, batch, c, on=on)
-                                  for c in candidates}, batch, on=on, **rounds)
-        infer = hardware.measure({c.name: hardware.infer_step(arch, width, c)
-                                  for c in candidates}, hardware.INFER_BATCH, **rounds)
+        train, infer = (hardware.probe_rates(mode, arch, width, batch, hardware.candidates(),
+                                             hardware.device(), rounds=repeats,
+                                             steps_per_round=steps, warmup=warmup)
+                        for mode in hardware.MODES)
         settings = {name: {"train_img_s": train[name], "infer_img_s": infer[name],
                            "train_gflop_s": train[name] * flops * TRAIN_FLOPS_FACTOR / 1e9,
                            "infer_gflop_s": infer[name] * flops / 1e9} for name in train}

@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,14 +189,16 @@ def measure(steps: dict[str, Callable[[], None]], images: int, *, rounds: int = 
     return best
 
 
-def probe_rates(mode: str, arch: str, width: int, batch: int, options: tuple[Setting, ...],
-                on: str) -> dict[str, float]:
-    """Images/s of every candidate setting in ``mode`` on this machine (``measure``)."""
+def probe_rates(mode: str, arch: str, width: int, batch: int, options: Sequence[Setting],
+                on: str, **rounds: int) -> dict[str, float]:
+    """Images/s of every candidate setting in ``mode`` on this machine (``measure``; its
+    ``rounds``, ``steps_per_round`` and ``warmup`` as given, else the probe's: inference
+    warms up for one call). Inference always runs on the CPU: ``on`` is training's."""
     if mode == "train":
         return measure({o.name: train_step(arch, width, batch, o, on=on) for o in options},
-                       batch, on=on)
+                       batch, on=on, **rounds)
     return measure({o.name: infer_step(arch, width, o) for o in options}, INFER_BATCH,
-                   warmup=1)
+                   **{"warmup": 1, **rounds})
 
 
 def cache_file() -> Path:
