@@ -76,6 +76,9 @@ class StudySettings:
         warmup_steps: reports of a trial that never prune it (e.g. noisy early epochs).
         refit_params: parameters that replace the best trial's for the final fit, e.g. a
             longer training budget than the short trials had.
+        first_trials: parameters of the trials that follow the defaults' one before the
+            sampler proposes any (e.g. each of the ensemble's votes: in four trials a
+            sampler can miss one of three); parameters left out are sampled.
     """
 
     trials: int = 20
@@ -85,6 +88,7 @@ class StudySettings:
     startup_trials: int = 4
     warmup_steps: int = 0
     refit_params: Mapping[str, Any] = field(default_factory=dict)
+    first_trials: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,8 @@ def load_family(family: str, experiment_file: str | os.PathLike | None = None,
         raise ValueError(f"objective must be one of {OBJECTIVES}, not {study['objective']!r}")
     if "rungs" in study:
         study["rungs"] = tuple(float(r) for r in study["rungs"])
+    if "first_trials" in study:
+        study["first_trials"] = tuple(dict(t) for t in study["first_trials"] or ())
     space = tuple(
         Param(name, **{**spec, "choices": tuple(spec["choices"]) if "choices" in spec else None,
                        "when": {k: tuple(v) for k, v in spec.get("when", {}).items()}})

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import mlflow
@@ -153,14 +153,15 @@ def claim_lock(url: str, study_name: str) -> Iterator[None]:
 
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], url: str,
-         trials: int, deadline: float | None, first_params: dict | None = None,
+         trials: int, deadline: float | None, first_trials: Sequence[dict] = (),
          on_trial: Callable[[], None] = lambda: None) -> None:
     """Runs trials of ``study`` until it holds ``trials`` trials or ``deadline``
     (``time.monotonic()``) passes; any number of workers may do this at once.
 
     Args:
-        first_params: parameters of the study's first trial (e.g. the config's defaults,
-            a known-good baseline); later trials are sampled.
+        first_trials: parameters of the study's first trials, in order (e.g. the
+            config's defaults, a known-good baseline); later trials are sampled. Whichever
+            worker claims trial ``i`` runs ``first_trials[i]``.
     """
     while deadline is None or time.monotonic() < deadline:
         with claim_lock(url, study.study_name):
@@ -168,7 +169,7 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], url: s
             if existing >= trials:
                 return
             # One trial of this worker's; its parameters are sampled when it starts.
-            study.enqueue_trial((first_params or {}) if existing == 0 else {})
+            study.enqueue_trial(first_trials[existing] if existing < len(first_trials) else {})
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         on_trial()
 

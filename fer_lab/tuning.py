@@ -25,7 +25,7 @@ from sklearn.model_selection import train_test_split
 
 from fer_lab import data as fer_data
 from fer_lab import calibration, evaluation, explain, labels, parallel, pyfunc, registry, tracking
-from fer_lab.config import TuneConfig
+from fer_lab.config import FamilyConfig, TuneConfig
 from fer_lab.models import create
 
 log = logging.getLogger(__name__)
@@ -250,13 +250,10 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         started = time.perf_counter()
         deadline = time.monotonic() + settings.timeout if settings.timeout else None
         helpers = parallel.spawn_workers(config.workers - 1, join, config, deadline)
-        names = {p.name for p in config.model.search_space}
-        # The first trial tries the config's defaults: a known-good baseline.
-        defaults = {k: v for k, v in config.model.params.items() if k in names}
         with _progress(study, settings.trials, progress) as advance:
             try:
                 parallel.work(study, objective, config.storage, settings.trials, deadline,
-                              defaults, advance)
+                              first_trials(config.model), advance)
             finally:
                 for helper in helpers:
                     helper.join()
@@ -278,6 +275,15 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                              "fer.champion_decision": decision.reason})
             log.warning("registry: %s", decision.reason)
     return metrics
+
+
+def first_trials(model: FamilyConfig) -> list[dict[str, Any]]:
+    """The parameters of a study's first trials: the config's defaults (a known-good
+    baseline), then the study's ``first_trials`` (e.g. each of the ensemble's votes, which a
+    sampler could otherwise miss in a few trials); sampling starts after them."""
+    names = {p.name for p in model.search_space}
+    defaults = {k: v for k, v in model.params.items() if k in names}
+    return [defaults, *(dict(t) for t in model.study.first_trials)]
 
 
 def join(config: TuneConfig, deadline: float | None = None, worker: int | None = None) -> int:
@@ -306,7 +312,8 @@ def join(config: TuneConfig, deadline: float | None = None, worker: int | None =
         deadline = time.monotonic() + timeout
     ran = []
     parallel.work(study, Objective(config, splits, parent_run=parent), config.storage,
-                  config.model.study.trials, deadline, on_trial=lambda: ran.append(1))
+                  config.model.study.trials, deadline, first_trials(config.model),
+                  on_trial=lambda: ran.append(1))
     return len(ran)
 
 

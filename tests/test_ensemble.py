@@ -5,6 +5,7 @@ import dataclasses
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
@@ -107,8 +108,9 @@ def _register(family: str, splits, digest: str, **params) -> str:
 @pytest.mark.slow
 def test_members_from_the_store_and_a_study(fresh_tracking, tmp_path, splits):
     """``champions`` gathers the store's family champions of the study's data; the study
-    registers fer-ensemble, whose pyfunc predicts with every member, calibrated as each
-    was logged; a champion of other data is left out."""
+    tries each vote once before sampling and registers fer-ensemble, whose pyfunc predicts
+    with every member, calibrated as each was logged; a champion of other data is left
+    out."""
     dataset = load("synthetic:20")
     digest = dataset.digest
     _register("tree", splits, digest)
@@ -116,11 +118,15 @@ def test_members_from_the_store_and_a_study(fresh_tracking, tmp_path, splits):
     _register("logreg", splits, "other-data", features="pca")  # another data set's
     model = load_family("ensemble", budget="quick")
     model = dataclasses.replace(model, study=dataclasses.replace(
-        model.study, trials=2, startup_trials=2))
+        model.study, trials=3, startup_trials=3))
     config = TuneConfig(model=model, data="synthetic:20", val_fraction=0.2,
-                        experiment=tmp_path.name, storage=f"sqlite:///{tmp_path}/optuna.db")
+                        experiment=tmp_path.name, storage=f"sqlite:///{tmp_path}/optuna.db",
+                        study_name="votes")
     metrics = tune(config, dataset, progress=False)
     assert 0 <= metrics["val_accuracy"] <= 1
+    study = optuna.load_study(study_name="votes", storage=config.storage)
+    assert [t.params for t in study.trials] == [
+        {"combine": "weights"}, {"combine": "mean"}, {"combine": "stacking", "C": 1.0}]
     version = mlflow.MlflowClient().get_model_version_by_alias("fer-ensemble", "champion")
     loaded = mlflow.pyfunc.load_model(f"models:/fer-ensemble/{version.version}")
     estimator = loaded.unwrap_python_model().estimator
