@@ -112,11 +112,12 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
                       defaults["scale"], defaults["erase"])
     out: dict[str, Any] = {"machine": dataclasses.asdict(machine.current()), "batch": batch,
                            "width": width, "steps": steps, "rounds": repeats, "archs": {}}
+    options, on = hardware.candidates(), hardware.device()
     for arch in archs or list(nets.ARCHITECTURES):
         flops = forward_flops(arch, width)
-        train, infer = (hardware.probe_rates(mode, arch, width, batch, hardware.candidates(),
-                                             hardware.device(), rounds=repeats,
-                                             steps_per_round=steps, warmup=warmup)
+        train, infer = (hardware.probe_rates(mode, arch, width, batch, options, on,
+                                             rounds=repeats, steps_per_round=steps,
+                                             warmup=warmup)
                         for mode in hardware.MODES)
         settings = {name: {"train_img_s": train[name], "infer_img_s": infer[name],
                            "train_gflop_s": train[name] * flops * TRAIN_FLOPS_FACTOR / 1e9,

@@ -21,14 +21,13 @@ from conftest import mlflow_server
 from fer_lab import cli, parallel
 
 POSTGRES = os.environ.get("FER_LAB_TEST_POSTGRES")
-FER_LAB = [sys.executable, "-m", "fer_lab.cli"]
-# The same, as a user's terminal starts it: a suite started in the background of a
-# non-interactive shell (nohup, `cmd &`) passes on an ignored SIGINT, and Python then
+# `python -m fer_lab.cli` as a user's terminal starts it: a suite started in the background
+# of a non-interactive shell (nohup, `cmd &`) passes on an ignored SIGINT, and Python then
 # never raises KeyboardInterrupt; a user's Ctrl-C reaches fer-lab with the default one.
-FER_LAB_FROM_A_TERMINAL = [
+FER_LAB = [
     sys.executable, "-c",
-    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "runpy.run_module('fer_lab.cli', run_name='__main__', alter_sys=True)"]
+    ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+     "runpy.run_module('fer_lab.cli', run_name='__main__', alter_sys=True)")]
 # Slow enough trials (a few seconds) to be killed in the middle of one.
 SLOW_CNN = {"params": {"width": 8, "epochs": 30, "min_steps": 0, "batch_size": 16,
                        "max_minutes": None, "tta": "none"},
@@ -71,7 +70,7 @@ def test_workers_on_a_journal_split_the_trials_exactly(tracking, tmp_path):
 
 
 def fer_lab(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(FER_LAB_FROM_A_TERMINAL + args, env={**os.environ, **env},
+    return subprocess.Popen(FER_LAB + args, env={**os.environ, **env},
                             **kwargs)
 
 

@@ -119,16 +119,20 @@ def _timed(step: Callable[[], None], steps: int, warmup: int, on: str) -> float:
 
 
 def train_step(arch: str, width: int, batch: int, setting: Setting, *,
-               augment: Augment | None = None, on: str | None = None) -> Callable[[], None]:
+               augment: Augment | None = None, on: str | None = None, side: int = nets.SIDE,
+               compiled: bool = False) -> Callable[[], None]:
     """One training step of a bare PyTorch loop, as a callable: uint8 batch to normalised
     input, ``augment`` (the recipe's, when given), forward, label-smoothed cross-entropy,
-    backward and an AdamW step (the family's default optimizer)."""
+    backward and an AdamW step (the family's default optimizer). ``side``: the images'
+    (progressive resizing trains on smaller ones); ``compiled``: the network through
+    ``torch.compile`` (measured by experiments/compile_speed.py, never chosen by ``auto``:
+    slower on the CPUs measured)."""
     on = on or device()
     torch.manual_seed(0)
     net = nets.build(arch, width=width).to(on, memory_format=setting.memory_format)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
-    images = torch.randint(0, 256, (batch, 1, nets.SIDE, nets.SIDE), dtype=torch.uint8,
-                           device=on)
+    forward = torch.compile(net) if compiled else net
+    images = torch.randint(0, 256, (batch, 1, side, side), dtype=torch.uint8, device=on)
     y = torch.randint(0, nets.N_CLASSES, (batch,), device=on)
 
     def step() -> None:
@@ -136,7 +140,7 @@ def train_step(arch: str, width: int, batch: int, setting: Setting, *,
         if augment is not None:
             x = augment(x)
         with setting.autocast(on):
-            loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+            loss = F.cross_entropy(forward(x), y, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
