@@ -31,6 +31,7 @@ from fer_lab.models import create
 log = logging.getLogger(__name__)
 LEAD_WAIT = 120.0  # seconds a worker waits for the study's lead to open the study run
 AUTO = "auto"  # a parameter value the fit resolves (fit_settings_), e.g. the CNN's precision
+SEARCH_SECONDS_ATTR = "search_seconds"  # an unfinished search's time so far (study attr)
 
 
 class Reporter:
@@ -247,22 +248,35 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                         study.study_name, len(lost))
         objective = Objective(config, splits)
         parallel.run_orphans(study, objective)
+        # An interrupted search (a killed lead) resumes with the time it had left.
+        spent = float(study.user_attrs.get(SEARCH_SECONDS_ATTR) or 0.0)
         started = time.perf_counter()
-        deadline = time.monotonic() + settings.timeout if settings.timeout else None
+        deadline = time.monotonic() + max(settings.timeout - spent, 0.0) \
+            if settings.timeout else None
         helpers = parallel.spawn_workers(config.workers - 1, join, config, deadline)
+
+        def search_seconds() -> float:
+            return spent + time.perf_counter() - started
+
         with _progress(study, settings.trials, progress) as advance:
+            def finished_trial() -> None:
+                advance()
+                study.set_user_attr(SEARCH_SECONDS_ATTR, search_seconds())
+
             try:
                 parallel.work(study, objective, config.storage, settings.trials, deadline,
-                              first_trials(config.model), advance)
+                              first_trials(config.model), finished_trial)
             finally:
                 for helper in helpers:
                     helper.join()
-        search_seconds = time.perf_counter() - started
+        searched = search_seconds()
+        study.set_user_attr(SEARCH_SECONDS_ATTR, None)  # done: a re-run searches afresh
         best = study.best_trial
         params = {**config.model.params, **best.params, **settings.refit_params}
         metrics, model_uri = refit_and_evaluate(family, params, splits, config.seed,
-                                                dataset.label_set)
-        metrics.update(search_seconds=search_seconds, best_trial=best.number,
+                                                dataset.label_set,
+                                                refit_checkpoint(config, study.study_name))
+        metrics.update(search_seconds=searched, best_trial=best.number,
                        **_trial_counts(study))
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metrics(metrics)
@@ -275,6 +289,16 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                              "fer.champion_decision": decision.reason})
             log.warning("registry: %s", decision.reason)
     return metrics
+
+
+def refit_checkpoint(config: TuneConfig, study: str) -> Path:
+    """Where a study's refit saves its training state after every epoch: in fer-lab's
+    cache, per study and storage, so that re-running an interrupted study's command
+    resumes its refit (families that train in epochs; see the cnn's ``checkpoint``)."""
+    import hashlib
+
+    where = hashlib.blake2b(config.storage.encode(), digest_size=4).hexdigest()
+    return fer_data.default_cache_dir() / "checkpoints" / f"{study}-{where}.ckpt"
 
 
 def first_trials(model: FamilyConfig) -> list[dict[str, Any]]:
@@ -331,20 +355,29 @@ def _progress(study: optuna.Study, total: int, show: bool):
 
 
 def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Splits,
-                       seed: int, label_set: str = labels.DEFAULT
-                       ) -> tuple[dict[str, float], str]:
+                       seed: int, label_set: str = labels.DEFAULT,
+                       checkpoint: Path | None = None) -> tuple[dict[str, float], str]:
     """Fits ``params`` on the whole training split, scores val and every test split, logs
     their files and the model (which records ``label_set``, the name of the splits'
     labels) into the active run.
 
+    Args:
+        checkpoint: for families with a ``checkpoint`` parameter: the file the fit saves
+            its state to after every epoch, and resumes from after an interruption.
+
     Returns:
-        The scores and timings, and the logged model's URI.
+        The scores and timings (``fit_seconds`` counts the training time of the fits it
+        resumed), and the logged model's URI.
     """
     model = create(family, **params, seed=seed)
+    if checkpoint is not None and "checkpoint" in model.get_params():
+        model.set_params(checkpoint=str(checkpoint))
     started = time.perf_counter()
     model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
               class_names=splits.classes)
-    metrics = {"fit_seconds": time.perf_counter() - started, **getattr(model, "fit_metrics_", {})}
+    fitted = getattr(model, "fit_metrics_", {})
+    metrics = {"fit_seconds": time.perf_counter() - started + fitted.get("resumed_seconds", 0.0),
+               **fitted}
     mlflow.log_params(getattr(model, "fit_settings_", {}))
     if hasattr(model, "write_artifacts"):  # families that train in epochs: curves, weights
         with tempfile.TemporaryDirectory() as tmp:

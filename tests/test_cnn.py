@@ -307,3 +307,56 @@ def test_a_teacher_drives_the_distilled_net(fresh_tracking, splits):
                                plain.predict_proba(splits.val.X), atol=1e-5)
     with pytest.raises(ValueError, match="distill must be within"):
         create("cnn", **params, teacher=uri, distill=1.5).fit(splits.train.X, splits.train.y)
+
+
+class Interrupted(Exception):
+    """Stands for the process being killed during an epoch."""
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
+        splits, tmp_path, caplog):
+    params = {**TINY, "epochs": 4}
+    data = dict(X=splits.train.X, y=splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    whole = create("cnn", **params).fit(**data)
+    checkpoint = tmp_path / "fit.ckpt"
+
+    def stop_in_the_third_epoch(metrics):
+        if len(seen) == 2:
+            raise Interrupted
+        seen.append(metrics)
+
+    seen = []
+    with pytest.raises(Interrupted):
+        create("cnn", **params, checkpoint=str(checkpoint)).fit(**data,
+                                                                report=stop_in_the_third_epoch)
+    assert checkpoint.is_file()  # the two epochs done survive the process
+    resumed = create("cnn", **params, checkpoint=str(checkpoint)).fit(**data)
+    assert "2 epoch(s) done" in caplog.text
+    assert resumed.fit_metrics_["resumed_epochs"] == 2
+    assert not checkpoint.exists()  # removed once training ends
+    assert resumed.history_[:2] == seen
+    # weights, optimizer, schedule, batch order and augmentation all carried over
+    assert [h["val_accuracy"] for h in resumed.history_] == \
+        [h["val_accuracy"] for h in whole.history_]
+    for a, b in zip(resumed.net_.state_dict().values(), whole.net_.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_checkpoint_of_other_parameters_is_not_resumed_from(splits, tmp_path, caplog):
+    data = dict(X=splits.train.X, y=splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    checkpoint = tmp_path / "fit.ckpt"
+    epochs = []
+
+    def stop_in_the_second_epoch(metrics):
+        epochs.append(metrics)
+        if len(epochs) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        create("cnn", **TINY, lr=1e-3, checkpoint=str(checkpoint)).fit(
+            **data, report=stop_in_the_second_epoch)
+    assert checkpoint.is_file()
+    other = create("cnn", **TINY, checkpoint=str(checkpoint)).fit(**data)
+    assert "another fit's state" in caplog.text
+    assert other.fit_metrics_["resumed_epochs"] == 0
+    assert len(other.history_) == TINY["epochs"] and not checkpoint.exists()

@@ -207,6 +207,43 @@ def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_p
 
 
 @pytest.mark.slow
+def test_a_study_killed_in_its_refit_resumes_the_refit_on_rerun(fresh_tracking, tmp_path):
+    """A long refit (hours on a CPU for the full budget) outlives sessions and laptops'
+    lids: running the same command again continues it from its last epoch."""
+    config = {**SLOW_CNN, "study": {**SLOW_CNN["study"], "refit_params": {
+        "epochs": 40, "max_minutes": None, "tta": "none"}}}
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(config))
+    args = ["tune", "cnn", "--data", "synthetic:20", "--config", str(tmp_path / "slow.yaml"),
+            "--trials", "1", "--study-name", "s", "--experiment", "refit",
+            "--storage", f"sqlite:///{tmp_path}/optuna.db"]
+    env = {"MLFLOW_TRACKING_URI": fresh_tracking, "FER_LAB_CACHE": str(tmp_path / "cache")}
+    first = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                    stderr=open(tmp_path / "first.log", "w"))
+    checkpoints = tmp_path / "cache" / "checkpoints"
+    try:
+        [checkpoint] = wait_for(lambda: list(checkpoints.glob("*.ckpt")), 300,
+                                "refit checkpoint")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    resumed = fer_lab(args, env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                      stderr=open(tmp_path / "second.log", "w"))
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert "resuming the fit from" in log
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.trials) == 1  # the search was done: not run again
+    runs = mlflow.search_runs(experiment_names=["refit"], output_format="list")
+    [done] = [r for r in runs if r.data.tags.get("fer.role") == "study"
+              and r.info.status == "FINISHED"]
+    assert done.data.metrics["resumed_epochs"] >= 1
+    history = mlflow.MlflowClient().get_metric_history(done.info.run_id, "refit_val_accuracy")
+    assert len(history) == 40  # every epoch's record, the killed process's too
+    assert "fer-cnn" in {m.name for m in mlflow.MlflowClient().search_registered_models()}
+    assert not checkpoint.exists()
+
+
+@pytest.mark.slow
 def test_same_seed_same_data_same_command_same_trials(tracking, tmp_path):
     from fer_lab.config import TuneConfig, load_family
     from fer_lab.tuning import tune

@@ -29,11 +29,12 @@ def dataset():
     return load("synthetic:20")
 
 
-def quick_config(family: str, tmp_path, trials: int = 2, **study) -> TuneConfig:
+def quick_config(family: str, tmp_path, trials: int = 2, timeout: float | None = None,
+                 **study) -> TuneConfig:
     model = load_family(family, budget="quick")
     study = {"startup_trials": trials, **study}  # no pruning unless a test asks for it
     model = dataclasses.replace(model, study=dataclasses.replace(
-        model.study, trials=trials, timeout=None, rungs=(0.5, 1.0), **study))
+        model.study, trials=trials, timeout=timeout, rungs=(0.5, 1.0), **study))
     # The experiment is named after the test's folder: tests share one tracking store.
     return TuneConfig(model=model, data="synthetic:20", experiment=tmp_path.name,
                       storage=f"sqlite:///{tmp_path}/optuna.db", study_name=family)
@@ -68,6 +69,23 @@ def test_resume_reaches_the_requested_trials(tracking, tmp_path, dataset):
     assert len(study.trials) == 3
     trial_runs = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.role") == "trial"]
     assert len(trial_runs) == 3
+
+
+def test_an_interrupted_search_resumes_with_the_time_it_had_left(tracking, tmp_path, dataset):
+    from fer_lab.tuning import SEARCH_SECONDS_ATTR
+
+    tune(quick_config("tree", tmp_path, trials=1), dataset, progress=False)
+    study = optuna.load_study(study_name="tree", storage=quick_config("tree", tmp_path).storage)
+    assert study.user_attrs[SEARCH_SECONDS_ATTR] is None  # a finished search leaves none
+    # As a lead killed during its search leaves it, here with the whole hour used.
+    study.set_user_attr(SEARCH_SECONDS_ATTR, 3600.0)
+    metrics = tune(quick_config("tree", tmp_path, trials=5, timeout=3600), dataset,
+                   progress=False)
+    assert len(study.trials) == 1  # no time left for the four trials asked
+    assert metrics["search_seconds"] >= 3600.0
+    # A finished study asked for more trials gets a time of its own again.
+    tune(quick_config("tree", tmp_path, trials=2, timeout=3600), dataset, progress=False)
+    assert len(study.trials) == 2
 
 
 @pytest.mark.slow

@@ -70,6 +70,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             training rows (checked inside a study, as an ensemble's members are).
         distill: the teacher's share of the loss (0..1); the labels' is the rest.
         seed: seeds weights, batch order and augmentation.
+        checkpoint: a file where the fit saves its whole state after every epoch; a fit
+            that finds there the state of an interrupted fit of the same parameters and
+            data resumes from it and ends as the uninterrupted fit would have. Removed
+            when training ends. ``fer-lab tune`` gives its refit one, so re-running an
+            interrupted study's command continues the refit.
 
     Attributes:
         net_: the trained network (best validation epoch), on the CPU.
@@ -77,8 +82,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         history_: the metrics of every epoch, as reported.
         best_epoch_: the index of the epoch whose weights ``net_`` holds.
         tta_: the test-time augmentation predictions use.
-        fit_metrics_: figures of the fit worth logging beside the scores, e.g.
-            ``val_accuracy_tta_crops`` when ``tta="auto"``.
+        fit_metrics_: figures of the fit worth logging beside the scores:
+            ``resumed_epochs`` and ``resumed_seconds`` (the epochs and training seconds
+            done before this process: 0 unless resumed from ``checkpoint``) and, when
+            ``tta="auto"``, ``val_accuracy_tta_crops`` and the like.
         fit_settings_: the values the fit resolved for its ``auto`` parameters
             (``mixed_precision``, ``channels_last``, ``tta``), to log as parameters.
         eval_set_proba_: probabilities for the ``eval_set`` with the chosen test-time
@@ -91,7 +98,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  balanced_sampling=False, flip=True, shift=0.1, rotate=10.0, scale=0.1,
                  erase=0.25, mixed_precision="auto", channels_last="auto", tta="flip",
                  patience=None, max_minutes=None, devices=1, strategy="auto", seed=0,
-                 train_sides=(48,), teacher=None, distill=0.7):
+                 train_sides=(48,), teacher=None, distill=0.7, checkpoint=None):
         self.arch = arch
         self.width = width
         self.dropout = dropout
@@ -121,6 +128,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.train_sides = train_sides
         self.teacher = teacher
         self.distill = distill
+        self.checkpoint = checkpoint
 
     def fit(self, X, y, eval_set=None, report=None, class_names=None):
         """Trains on flat ``(N, 2304)`` uint8 pixels and their labels.
@@ -184,18 +192,32 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
         best = training.fit(module, data, epochs=epochs, precision=setting.precision,
                             patience=self.patience, devices=self.devices,
-                            strategy=self.strategy, report=report)
+                            strategy=self.strategy, report=report, checkpoint=self.checkpoint,
+                            identity=self._identity(X, y, X_val, y_val, soft))
         self.net_ = net.cpu().eval().to(memory_format=torch.contiguous_format)
         self.history_ = best.history
         self.best_epoch_ = best.best_epoch
         self.class_names_ = names
         self.classes_ = np.arange(len(names))
-        self.fit_metrics_ = {}
+        self.fit_metrics_ = {"resumed_epochs": best.resumed_epochs,
+                             "resumed_seconds": module.resumed_seconds}
         self.eval_set_proba_ = None
         self.tta_ = self.tta
         if self.tta == "auto":
             self._choose_tta(X_val, y_val)
         return self
+
+    def _identity(self, *arrays) -> str:
+        """A digest of what a fit trains: its parameters (but where it checkpoints) and
+        its data."""
+        import hashlib
+
+        params = {k: v for k, v in self.get_params().items() if k != "checkpoint"}
+        digest = hashlib.blake2b(repr(sorted(params.items())).encode(), digest_size=16)
+        for array in arrays:
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
 
     def _choose_tta(self, X_val: np.ndarray, y_val: np.ndarray) -> None:
         """Scores every test-time augmentation on the validation set and keeps the best.

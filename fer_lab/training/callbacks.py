@@ -1,9 +1,16 @@
-"""Callbacks of the fit: the best epoch's weights and the per-epoch report."""
+"""Callbacks of the fit: the best epoch's weights, the per-epoch report, and the training
+state saved after every epoch so an interrupted fit resumes."""
 
 from __future__ import annotations
 
 import copy
+import os
+import random
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import lightning.pytorch as L
 import torch
@@ -29,6 +36,7 @@ class BestEpoch(Callback):
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None
         self.best_state: dict[str, Tensor] | None = None
+        self.resumed_epochs = 0  # set by a fit that resumes from a checkpoint
 
     def on_validation_end(self, trainer: L.Trainer, module: FerModule) -> None:
         metrics = dict(module.epoch_metrics)
@@ -45,7 +53,67 @@ class BestEpoch(Callback):
             torch.save({"history": self.history, "best_epoch": self.best_epoch,
                         "best_state": self.best_state}, self.handoff)
 
+    def state_dict(self) -> dict[str, Any]:  # saved in a resumable fit's checkpoint
+        return {"history": self.history, "best_epoch": self.best_epoch,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self.best_epoch, self.best_state = state_dict["best_epoch"], state_dict["best_state"]
+
     def take_handoff(self) -> None:
         record = torch.load(self.handoff, weights_only=False)
         self.history, self.best_epoch = record["history"], record["best_epoch"]
         self.best_state = record["best_state"]
+
+
+CHECKPOINT_KEY = "fer_lab"
+
+
+class EpochCheckpoint(Callback):
+    """After every validation, saves the whole training state to ``path``: weights,
+    optimizer, schedule, Lightning's loops, the other callbacks' records (``BestEpoch``'s
+    history and best weights), the module's training time and the random generators'
+    states, so a fit resumed from it continues as the uninterrupted one would have.
+
+    The file is replaced atomically (a kill while saving leaves the previous epoch's) and
+    carries ``identity``, what the fit trains (parameters and data): ``saved_epochs``
+    tells whether a file found on disk belongs to this fit.
+    """
+
+    def __init__(self, path: str | os.PathLike, identity: str):
+        self.path = Path(path)
+        self.identity = identity
+
+    def on_validation_end(self, trainer: L.Trainer, module: FerModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        trainer.save_checkpoint(partial)
+        os.replace(partial, self.path)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: FerModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "identity": self.identity, "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: FerModule,
+                           checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint[CHECKPOINT_KEY]
+        torch.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        random.setstate(saved["python_rng"])
+
+    def saved_epochs(self) -> int | None:
+        """The epochs completed by the checkpoint at ``path`` when it is this fit's (same
+        identity); None when there is none, or another fit's, or an unreadable one."""
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - unreadable: nothing to resume from
+            return None
+        if saved.get(CHECKPOINT_KEY, {}).get("identity") != self.identity:
+            return None
+        return sum(len(state["history"]) for key, state in saved["callbacks"].items()
+                   if key.startswith(BestEpoch.__name__))

@@ -60,6 +60,7 @@ class FerModule(L.LightningModule):
         self.train_sides = tuple(train_sides)
         self.distill = distill
         self._started: float | None = None
+        self.resumed_seconds = 0.0  # trained by the interrupted fits this one resumes
         self._time_used = 0.0  # fraction of max_minutes, read once per step
         self._planned_steps = 1
         n_classes = n_outputs(net)  # the head's classes: 7 for FER2013, 8 for FER+
@@ -133,10 +134,22 @@ class FerModule(L.LightningModule):
     def on_train_start(self) -> None:
         self._started = time.perf_counter()
 
+    def train_seconds(self) -> float:
+        """Wall seconds of training so far, with those of the interrupted fits this one
+        resumed."""
+        now = 0.0 if self._started is None else time.perf_counter() - self._started
+        return self.resumed_seconds + now
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fer_lab_train_seconds"] = self.train_seconds()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_seconds = float(checkpoint.get("fer_lab_train_seconds", 0.0))
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.max_minutes is None or self._started is None:
             return
-        used = (time.perf_counter() - self._started) / (60 * self.max_minutes)
+        used = self.train_seconds() / (60 * self.max_minutes)
         if self.trainer.world_size > 1:
             # DDP ranks must follow one schedule and stop on the same step: rank zero's
             # clock decides for all of them.

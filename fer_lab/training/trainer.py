@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -10,9 +12,11 @@ from pathlib import Path
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
 
-from fer_lab.training.callbacks import BestEpoch
+from fer_lab.training.callbacks import BestEpoch, EpochCheckpoint
 from fer_lab.training.datamodule import ArrayDataModule
 from fer_lab.training.module import HOST_SYNC_EVERY, FerModule
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 
@@ -22,7 +26,8 @@ STRATEGIES = ("auto", "ddp")
 
 def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str = "fp32",
         patience: int | None = None, devices: int = 1, strategy: str = "auto",
-        report: Callable[[Mapping[str, float]], None] | None = None) -> BestEpoch:
+        report: Callable[[Mapping[str, float]], None] | None = None,
+        checkpoint: str | os.PathLike | None = None, identity: str = "") -> BestEpoch:
     """Trains ``module.net`` in place and leaves it holding the best epoch's weights.
 
     Args:
@@ -39,20 +44,40 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
             pruning waits for its end. The module's ``max_minutes`` holds too: rank
             zero's clock sets every rank's schedule and stop.
         report: called with the epoch's metrics after each validation.
+        checkpoint: a file to save the training state to after every epoch
+            (``EpochCheckpoint``); when it holds the state of an interrupted fit with the
+            same ``identity``, training resumes from it. Removed when the fit ends. Not
+            with DDP.
+        identity: what this fit trains (a digest of its parameters and data): a
+            checkpoint with another identity is not resumed from but overwritten.
 
     Returns:
-        The callback holding the per-epoch history and the best epoch.
+        The callback holding the per-epoch history and the best epoch; its
+        ``resumed_epochs`` are the epochs the checkpoint had done (0 for a fresh fit).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {list(PRECISIONS)}, not {precision!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
     distributed = devices > 1 or strategy == "ddp"
+    if distributed and checkpoint is not None:
+        raise ValueError("a resumable fit (checkpoint) trains in one process, not with DDP")
     with tempfile.TemporaryDirectory() as tmp:
         best = BestEpoch(None if distributed else report,
                          str(Path(tmp) / "best.pt") if distributed else None)
         # The bar redraws as often as the loss is read, not on every step.
         callbacks: list[Callback] = [best, TQDMProgressBar(refresh_rate=HOST_SYNC_EVERY)]
+        resume_from = None
+        if checkpoint is not None:
+            saver = EpochCheckpoint(checkpoint, identity)
+            callbacks.append(saver)  # after BestEpoch: it saves the epoch just recorded
+            best.resumed_epochs = saver.saved_epochs() or 0
+            if best.resumed_epochs:
+                resume_from = str(saver.path)
+                log.warning("resuming the fit from %s: %d epoch(s) done", saver.path,
+                            best.resumed_epochs)
+            elif saver.path.exists():
+                log.warning("%s holds another fit's state: starting afresh", saver.path)
         if patience is not None:
             callbacks.append(EarlyStopping("val_accuracy", patience=patience, mode="max",
                                            check_on_train_epoch_end=False))
@@ -69,11 +94,14 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
         with warnings.catch_warnings():
             # Batches are tensor slices of in-memory arrays: loader workers would only add IPC.
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            trainer.fit(module, datamodule=data)
+            # Our own file (it holds the random generators' states, not only tensors).
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=False)
         if distributed:
             best.take_handoff()
             for metrics in best.history if report is not None else ():
                 report(metrics)
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     if best.best_state is not None:
         module.net.load_state_dict(best.best_state)
     return best
