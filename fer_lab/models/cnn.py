@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from fer_lab import labels
 from fer_lab.models import register, with_tta
 
+log = logging.getLogger(__name__)
 VAL_FRACTION = 0.1
 # torch and Lightning are imported inside the methods: the registry imports every family,
 # and importing them would add ~4 s to every command, the classical families' included.
@@ -74,7 +76,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             that finds there the state of an interrupted fit of the same parameters and
             data resumes from it and ends as the uninterrupted fit would have. Removed
             when training ends. ``fer-lab tune`` gives its refit one, so re-running an
-            interrupted study's command continues the refit.
+            interrupted study's command continues the refit. One process only: a fit on
+            several (``devices`` > 1, DDP) ignores it, with a warning.
 
     Attributes:
         net_: the trained network (best validation epoch), on the CPU.
@@ -192,7 +195,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
         best = training.fit(module, data, epochs=epochs, precision=setting.precision,
                             patience=self.patience, devices=self.devices,
-                            strategy=self.strategy, report=report, checkpoint=self.checkpoint,
+                            strategy=self.strategy, report=report,
+                            checkpoint=self._checkpoint(),
                             identity=self._identity(X, y, X_val, y_val, soft))
         self.net_ = net.cpu().eval().to(memory_format=torch.contiguous_format)
         self.history_ = best.history
@@ -206,6 +210,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.tta == "auto":
             self._choose_tta(X_val, y_val)
         return self
+
+    def _checkpoint(self) -> str | None:
+        """``checkpoint``, unless the fit runs in several processes (DDP), which does not
+        resume."""
+        if self.checkpoint is not None and (self.devices > 1 or self.strategy == "ddp"):
+            log.warning("a fit on %d processes (%s) does not save checkpoints: an "
+                        "interrupted one starts again", self.devices, self.strategy)
+            return None
+        return self.checkpoint
 
     def _identity(self, *arrays) -> str:
         """A digest of what a fit trains: its parameters (but where it checkpoints) and
