@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -88,6 +89,9 @@ class Objective:
             for i, fraction in enumerate(rungs):
                 X, y = subsample(self.splits.train, fraction, self.config.seed)
                 model = create(self.family, **params, seed=self.config.seed)
+                if getattr(model, "checkpoint_trials", False):  # an ensemble's members
+                    model.set_params(checkpoint_dir=str(study_checkpoints(
+                        self.config, trial.study.study_name)))
                 before = report.step
                 try:
                     model.fit(X, y, eval_set=(self.splits.val.X, self.splits.val.y),
@@ -273,9 +277,10 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         study.set_user_attr(SEARCH_SECONDS_ATTR, None)  # done: a re-run searches afresh
         best = study.best_trial
         params = {**config.model.params, **best.params, **settings.refit_params}
+        checkpoints = study_checkpoints(config, study.study_name)
         metrics, model_uri = refit_and_evaluate(family, params, splits, config.seed,
-                                                dataset.label_set,
-                                                refit_checkpoint(config, study.study_name))
+                                                dataset.label_set, checkpoints)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the model is logged: nothing to resume
         metrics.update(search_seconds=searched, best_trial=best.number,
                        **_trial_counts(study))
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
@@ -291,14 +296,15 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
     return metrics
 
 
-def refit_checkpoint(config: TuneConfig, study: str) -> Path:
-    """Where a study's refit saves its training state after every epoch: in fer-lab's
-    cache, per study and storage, so that re-running an interrupted study's command
-    resumes its refit (families that train in epochs; see the cnn's ``checkpoint``)."""
+def study_checkpoints(config: TuneConfig, study: str) -> Path:
+    """The folder where a study's long fits keep their state while they run (families
+    with a ``checkpoint_dir`` parameter: the CNN's refit, an ensemble's trained members),
+    in fer-lab's cache, per study and storage: re-running an interrupted study's command
+    resumes them. ``tune`` removes it when the study ends."""
     import hashlib
 
     where = hashlib.blake2b(config.storage.encode(), digest_size=4).hexdigest()
-    return fer_data.default_cache_dir() / "checkpoints" / f"{study}-{where}.ckpt"
+    return fer_data.default_cache_dir() / "checkpoints" / f"{study}-{where}"
 
 
 def first_trials(model: FamilyConfig) -> list[dict[str, Any]]:
@@ -356,22 +362,22 @@ def _progress(study: optuna.Study, total: int, show: bool):
 
 def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Splits,
                        seed: int, label_set: str = labels.DEFAULT,
-                       checkpoint: Path | None = None) -> tuple[dict[str, float], str]:
+                       checkpoint_dir: Path | None = None) -> tuple[dict[str, float], str]:
     """Fits ``params`` on the whole training split, scores val and every test split, logs
     their files and the model (which records ``label_set``, the name of the splits'
     labels) into the active run.
 
     Args:
-        checkpoint: for families with a ``checkpoint`` parameter: the file the fit saves
-            its state to after every epoch, and resumes from after an interruption.
+        checkpoint_dir: for families with a ``checkpoint_dir`` parameter: where the fit
+            keeps its state while it runs, and resumes from after an interruption.
 
     Returns:
         The scores and timings (``fit_seconds`` counts the training time of the fits it
         resumed), and the logged model's URI.
     """
     model = create(family, **params, seed=seed)
-    if checkpoint is not None and "checkpoint" in model.get_params():
-        model.set_params(checkpoint=str(checkpoint))
+    if checkpoint_dir is not None and "checkpoint_dir" in model.get_params():
+        model.set_params(checkpoint_dir=str(checkpoint_dir))
     started = time.perf_counter()
     model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
               class_names=splits.classes)

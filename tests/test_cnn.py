@@ -318,7 +318,7 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_as_if_never_sto
     params = {**TINY, "epochs": 4}
     data = dict(X=splits.train.X, y=splits.train.y, eval_set=(splits.val.X, splits.val.y))
     whole = create("cnn", **params).fit(**data)
-    checkpoint = tmp_path / "fit.ckpt"
+    checkpoint = tmp_path / "fit.ckpt"  # in checkpoint_dir
 
     def stop_in_the_third_epoch(metrics):
         if len(seen) == 2:
@@ -327,10 +327,10 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_as_if_never_sto
 
     seen = []
     with pytest.raises(Interrupted):
-        create("cnn", **params, checkpoint=str(checkpoint)).fit(**data,
+        create("cnn", **params, checkpoint_dir=str(tmp_path)).fit(**data,
                                                                 report=stop_in_the_third_epoch)
     assert checkpoint.is_file()  # the two epochs done survive the process
-    resumed = create("cnn", **params, checkpoint=str(checkpoint)).fit(**data)
+    resumed = create("cnn", **params, checkpoint_dir=str(tmp_path)).fit(**data)
     assert "2 epoch(s) done" in caplog.text
     assert resumed.fit_metrics_["resumed_epochs"] == 2
     assert not checkpoint.exists()  # removed once training ends
@@ -344,7 +344,7 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_and_ends_as_if_never_sto
 
 def test_a_checkpoint_of_other_parameters_is_not_resumed_from(splits, tmp_path, caplog):
     data = dict(X=splits.train.X, y=splits.train.y, eval_set=(splits.val.X, splits.val.y))
-    checkpoint = tmp_path / "fit.ckpt"
+    checkpoint = tmp_path / "fit.ckpt"  # in checkpoint_dir
     epochs = []
 
     def stop_in_the_second_epoch(metrics):
@@ -353,10 +353,10 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed_from(splits, tmp_path, 
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        create("cnn", **TINY, lr=1e-3, checkpoint=str(checkpoint)).fit(
+        create("cnn", **TINY, lr=1e-3, checkpoint_dir=str(tmp_path)).fit(
             **data, report=stop_in_the_second_epoch)
     assert checkpoint.is_file()
-    other = create("cnn", **TINY, checkpoint=str(checkpoint)).fit(**data)
+    other = create("cnn", **TINY, checkpoint_dir=str(tmp_path)).fit(**data)
     assert "another fit's state" in caplog.text
     assert other.fit_metrics_["resumed_epochs"] == 0
     assert len(other.history_) == TINY["epochs"] and not checkpoint.exists()

@@ -2,6 +2,7 @@
 trained, and the result is a family like the others (study, registry, pyfunc)."""
 
 import dataclasses
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -62,6 +63,58 @@ def test_other_votes(combine, splits):
     np.testing.assert_allclose(proba.sum(1), 1.0)
     if combine == "mean":
         np.testing.assert_allclose(proba, model.member_probas(splits.test_all.X).mean(0))
+
+
+def test_an_interrupted_fit_keeps_its_finished_members(splits, tmp_path, monkeypatch, caplog):
+    """Members are hours of training each: a fit stopped at the second member loads the
+    first when it runs again, in a new process, and trains only the rest."""
+    from fer_lab.models import cnn, ensemble
+
+    net = {"family": "cnn", "width": 8, "epochs": 2, "batch_size": 16, "min_steps": 0,
+           "max_minutes": None, "tta": "none"}
+    data = dict(X=splits.train.X, y=splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    monkeypatch.setattr(ensemble, "_MEMBERS", {})
+    with pytest.raises(ValueError):  # the second member fails: the run stops there
+        create("ensemble", members=[net, {"family": "knn", "n_neighbors": 0}],
+               checkpoint_dir=str(tmp_path)).fit(**data)
+    [kept] = tmp_path.glob("member-*.pkl")
+    monkeypatch.setattr(ensemble, "_MEMBERS", {})  # as in a new process
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the finished member was trained again")
+
+    monkeypatch.setattr(cnn.CNNClassifier, "fit", no_training)
+    model = create("ensemble", members=[net, {"family": "knn"}],
+                   checkpoint_dir=str(tmp_path)).fit(**data)
+    assert "loaded from" in caplog.text
+    # the network saved its epochs in a folder of its own while it trained
+    assert model.members_[0].checkpoint_dir == str(kept.with_suffix(""))
+    assert model.predict_proba(splits.val.X).shape == (len(splits.val), len(EMOTIONS))
+
+
+def test_a_study_keeps_the_members_it_trains_until_it_ends(tracking, tmp_path, monkeypatch):
+    from fer_lab.models import ensemble
+    from fer_lab.tuning import study_checkpoints
+
+    monkeypatch.setattr(ensemble, "_MEMBERS", {})
+    kept = []
+    train_and_keep = EnsembleClassifier._kept_member
+
+    def spy(self, *args, **kwargs):
+        made = train_and_keep(self, *args, **kwargs)
+        kept.append(sorted(p.name for p in Path(self.checkpoint_dir).glob("*.pkl")))
+        return made
+
+    monkeypatch.setattr(EnsembleClassifier, "_kept_member", spy)
+    model = load_family("ensemble", budget="quick")
+    model = dataclasses.replace(model, params={**model.params, "members": TWO},
+                                study=dataclasses.replace(model.study, trials=2))
+    config = TuneConfig(model=model, data="synthetic:20", val_fraction=0.2,
+                        experiment=tmp_path.name, storage=f"sqlite:///{tmp_path}/optuna.db",
+                        study_name="kept")
+    tune(config, progress=False)
+    assert len(kept) == 2 and len(kept[-1]) == 2  # each member saved as it finished
+    assert not study_checkpoints(config, "kept").exists()  # the study is done: removed
 
 
 def _scrambled(splits: Splits) -> Splits:

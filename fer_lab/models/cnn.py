@@ -17,6 +17,7 @@ from fer_lab.models import register, with_tta
 
 log = logging.getLogger(__name__)
 VAL_FRACTION = 0.1
+CHECKPOINT_FILE = "fit.ckpt"  # in checkpoint_dir
 # torch and Lightning are imported inside the methods: the registry imports every family,
 # and importing them would add ~4 s to every command, the classical families' included.
 
@@ -72,12 +73,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             training rows (checked inside a study, as an ensemble's members are).
         distill: the teacher's share of the loss (0..1); the labels' is the rest.
         seed: seeds weights, batch order and augmentation.
-        checkpoint: a file where the fit saves its whole state after every epoch; a fit
-            that finds there the state of an interrupted fit of the same parameters and
-            data resumes from it and ends as the uninterrupted fit would have. Removed
-            when training ends. ``fer-lab tune`` gives its refit one, so re-running an
-            interrupted study's command continues the refit. One process only: a fit on
-            several (``devices`` > 1, DDP) ignores it, with a warning.
+        checkpoint_dir: a folder where the fit saves its whole state after every epoch
+            (``fit.ckpt``); a fit that finds there the state of an interrupted fit of the
+            same parameters and data resumes from it and ends as the uninterrupted fit
+            would have. The file is removed when training ends. ``fer-lab tune`` gives its
+            refit one, so re-running an interrupted study's command continues the refit.
+            One process only: a fit on several (``devices`` > 1, DDP) ignores it, with a
+            warning.
 
     Attributes:
         net_: the trained network (best validation epoch), on the CPU.
@@ -87,7 +89,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         tta_: the test-time augmentation predictions use.
         fit_metrics_: figures of the fit worth logging beside the scores:
             ``resumed_epochs`` and ``resumed_seconds`` (the epochs and training seconds
-            done before this process: 0 unless resumed from ``checkpoint``) and, when
+            done before this process: 0 unless resumed from ``checkpoint_dir``) and, when
             ``tta="auto"``, ``val_accuracy_tta_crops`` and the like.
         fit_settings_: the values the fit resolved for its ``auto`` parameters
             (``mixed_precision``, ``channels_last``, ``tta``), to log as parameters.
@@ -101,7 +103,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  balanced_sampling=False, flip=True, shift=0.1, rotate=10.0, scale=0.1,
                  erase=0.25, mixed_precision="auto", channels_last="auto", tta="flip",
                  patience=None, max_minutes=None, devices=1, strategy="auto", seed=0,
-                 train_sides=(48,), teacher=None, distill=0.7, checkpoint=None):
+                 train_sides=(48,), teacher=None, distill=0.7, checkpoint_dir=None):
         self.arch = arch
         self.width = width
         self.dropout = dropout
@@ -131,7 +133,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.train_sides = train_sides
         self.teacher = teacher
         self.distill = distill
-        self.checkpoint = checkpoint
+        self.checkpoint_dir = checkpoint_dir
 
     def fit(self, X, y, eval_set=None, report=None, class_names=None):
         """Trains on flat ``(N, 2304)`` uint8 pixels and their labels.
@@ -211,21 +213,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self._choose_tta(X_val, y_val)
         return self
 
-    def _checkpoint(self) -> str | None:
-        """``checkpoint``, unless the fit runs in several processes (DDP), which does not
-        resume."""
-        if self.checkpoint is not None and (self.devices > 1 or self.strategy == "ddp"):
+    def _checkpoint(self) -> Path | None:
+        """The checkpoint file in ``checkpoint_dir``, unless the fit runs in several
+        processes (DDP), which does not resume."""
+        if self.checkpoint_dir is None:
+            return None
+        if self.devices > 1 or self.strategy == "ddp":
             log.warning("a fit on %d processes (%s) does not save checkpoints: an "
                         "interrupted one starts again", self.devices, self.strategy)
             return None
-        return self.checkpoint
+        return Path(self.checkpoint_dir) / CHECKPOINT_FILE
 
     def _identity(self, *arrays) -> str:
         """A digest of what a fit trains: its parameters (but where it checkpoints) and
         its data."""
         import hashlib
 
-        params = {k: v for k, v in self.get_params().items() if k != "checkpoint"}
+        params = {k: v for k, v in self.get_params().items() if k != "checkpoint_dir"}
         digest = hashlib.blake2b(repr(sorted(params.items())).encode(), digest_size=16)
         for array in arrays:
             if array is not None:

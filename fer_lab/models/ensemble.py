@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,7 @@ from fer_lab.models import create, has_views, register, uses_torch, with_tta
 from fer_lab.models.stored import (PROVENANCE_TAGS, active_study_tags, load_member,
                                     rows_digest)
 
+log = logging.getLogger(__name__)
 COMBINES = ("mean", "weights", "stacking")
 VAL_FRACTION = 0.1
 VOTE_FOLDS = 5  # folds of the validation set that score a fitted vote out of sample
@@ -44,6 +49,11 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             log-probabilities, fitted on validation).
         C: the inverse regularisation of ``stacking``.
         seed: seeds the trained members (each spec's own ``seed`` wins) and the stacker.
+        checkpoint_dir: a folder where each trained member is kept as it finishes, and a
+            CNN member saves its state while it trains (its ``checkpoint_dir``): a fit
+            interrupted after hours of members loads the finished ones and resumes the
+            one it was training. ``fer-lab tune`` gives one per study (the trials train
+            the members, so they get it too) and removes it when the study ends.
 
     Members from the store must come from studies on the same data and validation carve as
     the ensemble's (``fer.data_digest`` and ``fer.protocol``): a member trained on other
@@ -66,12 +76,16 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             ``mean``, ``weights`` and ``stacking`` on them compares them fairly.
     """
 
+    # Its first trial trains the members (hours): a resumed study keeps them.
+    checkpoint_trials = True
+
     def __init__(self, members: Sequence[str | Mapping[str, Any]] = (), combine="weights",
-                 C=1.0, seed=0):
+                 C=1.0, seed=0, checkpoint_dir=None):
         self.members = members
         self.combine = combine
         self.C = C
         self.seed = seed
+        self.checkpoint_dir = checkpoint_dir
 
     def fit(self, X, y, eval_set=None, report=None, class_names=None):
         """Loads or trains the members, then fits the vote on ``eval_set`` (without it, a
@@ -108,7 +122,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             key = (repr(sorted(spec.items())) if isinstance(spec, Mapping) else str(spec),
                    self.seed + i, *rows)
             if key not in _MEMBERS:
-                _MEMBERS[key] = self._member(spec, i, X, y, X_val, y_val, names)
+                _MEMBERS[key] = self._kept_member(key, spec, i, X, y, X_val, y_val, names)
             member, temperature, proba = _MEMBERS[key]
             theirs = tuple(getattr(member, "class_names_", labels.FER2013.classes))
             if theirs != names:
@@ -134,8 +148,30 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         }
         return self
 
-    def _member(self, spec, i: int, X, y, X_val, y_val,
-                names: tuple[str, ...]) -> tuple[Any, float, np.ndarray]:
+    def _kept_member(self, key: tuple, spec, i: int, X, y, X_val, y_val,
+                     names: tuple[str, ...]) -> tuple[Any, float, np.ndarray]:
+        """``_member``, kept in ``checkpoint_dir`` when it is trained here: one that an
+        interrupted fit finished is loaded instead of trained again."""
+        if self.checkpoint_dir is None or not isinstance(spec, Mapping):
+            return self._member(spec, i, X, y, X_val, y_val, names)
+        import cloudpickle
+
+        name = "member-" + hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
+        done = Path(self.checkpoint_dir) / f"{name}.pkl"
+        if done.is_file():
+            log.warning("member %d, %s: loaded from %s, trained by an interrupted fit", i,
+                        member_name(spec), done)
+            with open(done, "rb") as f:
+                return cloudpickle.load(f)
+        made = self._member(spec, i, X, y, X_val, y_val, names, done.with_suffix(""))
+        partial = done.with_suffix(".partial")
+        with open(partial, "wb") as f:
+            cloudpickle.dump(made, f)
+        os.replace(partial, done)
+        return made
+
+    def _member(self, spec, i: int, X, y, X_val, y_val, names: tuple[str, ...],
+                checkpoint_dir: Path | None = None) -> tuple[Any, float, np.ndarray]:
         """A member, its calibration temperature and its validation probabilities: loaded
         from the store (with the temperature it was logged with), or trained here (1: the
         vote is fitted on its raw validation probabilities)."""
@@ -150,6 +186,8 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"member {i}: a trained member needs a family, got {spec}")
         member = create(family, **{**load_family(family).params, "seed": self.seed + i,
                                    **params})
+        if checkpoint_dir is not None and "checkpoint_dir" in member.get_params():
+            member.set_params(checkpoint_dir=str(checkpoint_dir))
         member.fit(X, y, eval_set=(X_val, y_val), class_names=names)
         proba = getattr(member, "eval_set_proba_", None)
         return member, 1.0, member.predict_proba(X_val) if proba is None else proba
