@@ -210,8 +210,9 @@ def test_a_worker_stopped_mid_trial_is_recovered_on_resume(fresh_tracking, tmp_p
 def test_a_study_killed_in_its_refit_resumes_the_refit_on_rerun(fresh_tracking, tmp_path):
     """A long refit (hours on a CPU for the full budget) outlives sessions and laptops'
     lids: running the same command again continues it from its last epoch."""
-    config = {**SLOW_CNN, "study": {**SLOW_CNN["study"], "refit_params": {
-        "epochs": 40, "max_minutes": None, "tta": "none"}}}
+    config = {**SLOW_CNN, "params": {**SLOW_CNN["params"], "epochs": 2},  # a short trial
+              "study": {**SLOW_CNN["study"], "refit_params": {
+                  "epochs": 40, "max_minutes": None, "tta": "none"}}}
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(config))
     args = ["tune", "cnn", "--data", "synthetic:20", "--config", str(tmp_path / "slow.yaml"),
             "--trials", "1", "--study-name", "s", "--experiment", "refit",
