@@ -9,6 +9,7 @@ the test splits.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from fer_lab import data as fer_data
 from fer_lab import calibration, evaluation, explain, labels, parallel, pyfunc, registry, tracking
 from fer_lab.config import FamilyConfig, TuneConfig
 from fer_lab.models import create
+from fer_lab.models.stored import kept, rows_digest
 
 log = logging.getLogger(__name__)
 LEAD_WAIT = 120.0  # seconds a worker waits for the study's lead to open the study run
@@ -148,7 +150,6 @@ def study_name(config: TuneConfig, digest: str) -> str:
     defining = {k: config.model.params[k] for k in STUDY_DEFINING
                 if config.model.params.get(k)}
     if defining:
-        import hashlib
         import json
 
         text = json.dumps(defining, sort_keys=True, default=str)
@@ -301,8 +302,6 @@ def study_checkpoints(config: TuneConfig, study: str) -> Path:
     with a ``checkpoint_dir`` parameter: the CNN's refit, an ensemble's trained members),
     in fer-lab's cache, per study and storage: re-running an interrupted study's command
     resumes them. ``tune`` removes it when the study ends."""
-    import hashlib
-
     where = hashlib.blake2b(config.storage.encode(), digest_size=4).hexdigest()
     return fer_data.default_cache_dir() / "checkpoints" / f"{study}-{where}"
 
@@ -373,17 +372,27 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
 
     Returns:
         The scores and timings (``fit_seconds`` counts the training time of the fits it
-        resumed), and the logged model's URI.
+        resumed), and the logged model's URI. With ``checkpoint_dir``, the fitted model is
+        kept there too: a re-run after an interruption while evaluating does not fit again.
     """
     model = create(family, **params, seed=seed)
     if checkpoint_dir is not None and "checkpoint_dir" in model.get_params():
         model.set_params(checkpoint_dir=str(checkpoint_dir))
-    started = time.perf_counter()
-    model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
-              class_names=splits.classes)
-    fitted = getattr(model, "fit_metrics_", {})
-    metrics = {"fit_seconds": time.perf_counter() - started + fitted.get("resumed_seconds", 0.0),
-               **fitted}
+
+    def fit() -> tuple[Any, float]:
+        started = time.perf_counter()
+        model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y),
+                  class_names=splits.classes)
+        resumed = getattr(model, "fit_metrics_", {}).get("resumed_seconds", 0.0)
+        return model, time.perf_counter() - started + resumed
+
+    if checkpoint_dir is None:
+        model, seconds = fit()
+    else:  # kept until the study ends: a run killed while evaluating does not refit
+        what = f"{family} {sorted(params.items())} {seed} {rows_digest(splits.train.X)}"
+        name = hashlib.blake2b(what.encode(), digest_size=8).hexdigest()
+        model, seconds = kept(Path(checkpoint_dir) / f"refit-{name}.pkl", fit, "the refit")
+    metrics = {"fit_seconds": seconds, **getattr(model, "fit_metrics_", {})}
     mlflow.log_params(getattr(model, "fit_settings_", {}))
     if hasattr(model, "write_artifacts"):  # families that train in epochs: curves, weights
         with tempfile.TemporaryDirectory() as tmp:

@@ -72,7 +72,7 @@ def test_an_interrupted_fit_keeps_its_finished_members(splits, tmp_path, monkeyp
 
     net = {"family": "cnn", "width": 8, "epochs": 2, "batch_size": 16, "min_steps": 0,
            "max_minutes": None, "tta": "none"}
-    data = dict(X=splits.train.X, y=splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    data = {"X": splits.train.X, "y": splits.train.y, "eval_set": (splits.val.X, splits.val.y)}
     monkeypatch.setattr(ensemble, "_MEMBERS", {})
     with pytest.raises(ValueError):  # the second member fails: the run stops there
         create("ensemble", members=[net, {"family": "knn", "n_neighbors": 0}],

@@ -166,3 +166,27 @@ def test_every_test_image_is_predicted_once_and_val_reused_from_the_fit():
     assert set(out) == {"val", "test_private", "test_public", "test_all"}
     np.testing.assert_array_equal(np.sort(out["test_all"][0]), np.sort(splits.test_all.y))
     np.testing.assert_array_equal(out["val"][1].argmax(1), splits.val.y)
+
+
+def test_a_refit_done_before_an_interruption_is_not_fitted_again(tracking, tmp_path,
+                                                                 dataset, monkeypatch):
+    """The refit is kept in the study's checkpoints: a run killed while it evaluated (the
+    test splits' ten views take minutes) goes straight to the evaluation when re-run."""
+    from fer_lab.models.decision_tree import TreeClassifier
+    from fer_lab.tuning import refit_and_evaluate
+
+    splits = split(dataset, 0.2, 0)
+    with mlflow.start_run():
+        first, _ = refit_and_evaluate("tree", {"max_depth": 4}, splits, 0,
+                                      checkpoint_dir=tmp_path)
+    assert len(list(tmp_path.glob("refit-*.pkl"))) == 1
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the kept refit was fitted again")
+
+    monkeypatch.setattr(TreeClassifier, "fit", no_fit)
+    with mlflow.start_run():
+        again, _ = refit_and_evaluate("tree", {"max_depth": 4}, splits, 0,
+                                      checkpoint_dir=tmp_path)
+    assert again["test_all_accuracy"] == first["test_all_accuracy"]
+    assert again["fit_seconds"] == first["fit_seconds"]  # the fit's, not the loading's

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,9 @@ from sklearn.linear_model import LogisticRegression
 
 from fer_lab import calibration
 from fer_lab.models import create, has_views, register, uses_torch, with_tta
-from fer_lab.models.stored import (PROVENANCE_TAGS, active_study_tags, load_member,
+from fer_lab.models.stored import (PROVENANCE_TAGS, active_study_tags, kept, load_member,
                                     rows_digest)
 
-log = logging.getLogger(__name__)
 COMBINES = ("mean", "weights", "stacking")
 VAL_FRACTION = 0.1
 VOTE_FOLDS = 5  # folds of the validation set that score a fitted vote out of sample
@@ -154,21 +151,11 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         interrupted fit finished is loaded instead of trained again."""
         if self.checkpoint_dir is None or not isinstance(spec, Mapping):
             return self._member(spec, i, X, y, X_val, y_val, names)
-        import cloudpickle
-
         name = "member-" + hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
-        done = Path(self.checkpoint_dir) / f"{name}.pkl"
-        if done.is_file():
-            log.warning("member %d, %s: loaded from %s, trained by an interrupted fit", i,
-                        member_name(spec), done)
-            with open(done, "rb") as f:
-                return cloudpickle.load(f)
-        made = self._member(spec, i, X, y, X_val, y_val, names, done.with_suffix(""))
-        partial = done.with_suffix(".partial")
-        with open(partial, "wb") as f:
-            cloudpickle.dump(made, f)
-        os.replace(partial, done)
-        return made
+        folder = Path(self.checkpoint_dir)
+        return kept(folder / f"{name}.pkl",
+                    lambda: self._member(spec, i, X, y, X_val, y_val, names, folder / name),
+                    f"member {i}, {member_name(spec)}")
 
     def _member(self, spec, i: int, X, y, X_val, y_val, names: tuple[str, ...],
                 checkpoint_dir: Path | None = None) -> tuple[Any, float, np.ndarray]:

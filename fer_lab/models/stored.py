@@ -1,13 +1,21 @@
 """Models from the tracking store inside other models (an ensemble's members, a
 distilled network's teacher): loading them, and checking that they were trained on the
-rows the new model trains on, so that its validation faces stay unseen."""
+rows the new model trains on, so that its validation faces stay unseen. And models kept
+on disk while a long study runs (``kept``), so an interrupted one does not train them
+again."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 PROVENANCE_TAGS = ("fer.data_digest", "fer.protocol")
@@ -16,6 +24,24 @@ PROVENANCE_TAGS = ("fer.data_digest", "fer.protocol")
 def rows_digest(X: np.ndarray) -> str:
     """A digest of an array's bytes: the same rows give the same key."""
     return hashlib.blake2b(np.ascontiguousarray(X).data, digest_size=16).hexdigest()
+
+
+def kept(path: Path, make: Callable[[], T], what: str) -> T:
+    """``make()``'s result, pickled to ``path`` (atomically) when it returns; when ``path``
+    already holds one (an interrupted run made it), that is loaded instead."""
+    import cloudpickle
+
+    if path.is_file():
+        log.warning("%s: loaded from %s, made by an interrupted run", what, path)
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    made = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with open(partial, "wb") as f:
+        cloudpickle.dump(made, f)
+    os.replace(partial, path)
+    return made
 
 
 def load_member(uri: str):

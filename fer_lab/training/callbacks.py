@@ -10,9 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import lightning.pytorch as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
@@ -50,10 +49,9 @@ class BestEpoch(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, module: FerModule) -> None:
         if self.handoff and trainer.is_global_zero:
-            torch.save({"history": self.history, "best_epoch": self.best_epoch,
-                        "best_state": self.best_state}, self.handoff)
+            torch.save(self.state_dict(), self.handoff)
 
-    def state_dict(self) -> dict[str, Any]:  # saved in a resumable fit's checkpoint
+    def state_dict(self) -> dict[str, Any]:  # the handoff, and a resumable fit's checkpoint
         return {"history": self.history, "best_epoch": self.best_epoch,
                 "best_state": self.best_state}
 
@@ -62,9 +60,7 @@ class BestEpoch(Callback):
         self.best_epoch, self.best_state = state_dict["best_epoch"], state_dict["best_state"]
 
     def take_handoff(self) -> None:
-        record = torch.load(self.handoff, weights_only=False)
-        self.history, self.best_epoch = record["history"], record["best_epoch"]
-        self.best_state = record["best_state"]
+        self.load_state_dict(torch.load(self.handoff, weights_only=False))
 
 
 CHECKPOINT_KEY = "fer_lab"
@@ -115,5 +111,6 @@ class EpochCheckpoint(Callback):
             return None
         if saved.get(CHECKPOINT_KEY, {}).get("identity") != self.identity:
             return None
-        return sum(len(state["history"]) for key, state in saved["callbacks"].items()
-                   if key.startswith(BestEpoch.__name__))
+        [record] = [state for key, state in saved["callbacks"].items()
+                    if key.startswith(BestEpoch.__name__)]
+        return len(record["history"])
