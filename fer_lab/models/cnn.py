@@ -195,11 +195,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             channels_last=setting.channels_last, max_minutes=self.max_minutes,
             train_sides=sides, distill=self.distill if self.teacher else 0.0)
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
+        checkpoint = self._checkpoint()  # the data is digested only for a checkpoint
         best = training.fit(module, data, epochs=epochs, precision=setting.precision,
                             patience=self.patience, devices=self.devices,
-                            strategy=self.strategy, report=report,
-                            checkpoint=self._checkpoint(),
-                            identity=self._identity(X, y, X_val, y_val, soft))
+                            strategy=self.strategy, report=report, checkpoint=checkpoint,
+                            identity=self._identity(X, y, X_val, y_val, soft)
+                            if checkpoint else "")
         self.net_ = net.cpu().eval().to(memory_format=torch.contiguous_format)
         self.history_ = best.history
         self.best_epoch_ = best.best_epoch
