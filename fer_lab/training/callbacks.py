@@ -80,6 +80,7 @@ class EpochCheckpoint(Callback):
     def __init__(self, path: str | os.PathLike, identity: str):
         self.path = Path(path)
         self.identity = identity
+        self._generators: dict[str, Any] | None = None  # loaded, set when training restarts
 
     def on_validation_end(self, trainer: L.Trainer, module: FerModule) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,12 +92,24 @@ class EpochCheckpoint(Callback):
                            checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {
             "identity": self.identity, "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
             "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
 
     def on_load_checkpoint(self, trainer: L.Trainer, module: FerModule,
                            checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint[CHECKPOINT_KEY]
+        # Not set here: between this restore and the next epoch Lightning closes the saved
+        # epoch and makes data loaders, which draw from the generators (the uninterrupted
+        # fit draws nothing between its save and that epoch's start).
+        self._generators = checkpoint[CHECKPOINT_KEY]
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: FerModule) -> None:
+        saved, self._generators = self._generators, None
+        if saved is None:
+            return
         torch.set_rng_state(saved["torch_rng"])
+        cuda = saved.get("cuda_rng")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
         np.random.set_state(saved["numpy_rng"])
         random.setstate(saved["python_rng"])
 
