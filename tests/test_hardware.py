@@ -72,6 +72,30 @@ def test_auto_picks_the_fastest_probes_once_and_caches_on_disk(cache, monkeypatc
     assert len(probed) == 4
 
 
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_probe_starved_by_other_load_is_used_but_not_cached(cache, monkeypatch, caplog,
+                                                              no_native_bf16, busy):
+    """A probe that got a fraction of its cores (another process took them) ranked vgg's
+    settings by how they bear the contention, 3x off: its choice must not stick."""
+    import time
+
+    def fake_rates(mode, arch, width, batch, options, on):
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            if busy:
+                time.sleep(0.01)  # the cores are elsewhere: wall time passes, CPU time not
+        return {o.name: {"fp32": 100.0, "fp32+cl": 160.0}[o.name] for o in options}
+
+    monkeypatch.setattr(hardware, "probe_rates", fake_rates)
+    monkeypatch.setattr(hardware.torch, "get_num_threads", lambda: 1)
+    assert hardware.resolve("vgg", 32, 128) == Setting("fp32", True)  # this process's choice
+    if busy:
+        assert not cache.exists() and "busy while probing" in caplog.text
+    else:
+        entry, = json.loads(cache.read_text())["decisions"].values()
+        assert entry["choice"] == "fp32+cl" and entry["cpu_share"] > hardware.BUSY_SHARE
+
+
 def test_a_single_candidate_is_not_probed(cache, monkeypatch):
     monkeypatch.setattr(hardware, "probe_rates", lambda *a, **k: pytest.fail("probed"))
     assert hardware.resolve("vgg", 32, 128, "fp32", False) == Setting("fp32", False)

@@ -40,7 +40,15 @@ MODES = ("train", "infer")
 INFER_BATCH = 128  # images per timed inference call of the probe
 # Bump when the probe changes, so old decisions are not reused. 2: rounds interleaved
 # (``measure``), replacing one back-to-back measurement per candidate.
-CACHE_VERSION = 2
+# 3: decisions carry the probe's CPU share; those of version 2 may have been measured on a
+# busy machine, so they are measured again.
+CACHE_VERSION = 3
+# A CPU probe that got less than this share of the cores it computes on (other processes
+# took the rest) ranks settings by how they bear the contention, not by their speed: one
+# starved by a niced fit ranked vgg's fp32 + channels_last (49 img/s) over bf16 +
+# channels_last (26; 695 idle against 223, RESULTS.md). Its choice serves the process that
+# measured it but is not cached.
+BUSY_SHARE = 0.6
 PROBE_ROUNDS = 3
 
 
@@ -256,14 +264,25 @@ def _decide(key: str, path: Path, mode: str, arch: str, width: int, batch: int,
     cached = _read_cache(path).get("decisions", {}).get(key)
     if cached and cached.get("choice") in {o.name for o in options}:
         return cached["choice"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rates = probe_rates(mode, arch, width, batch, options, on)
+    seconds = time.perf_counter() - started
+    # Under a tenth of a second (never a real probe's steps) there is nothing to judge.
+    share = ((time.process_time() - cpu) / (seconds * torch.get_num_threads())
+             if seconds >= 0.1 else 1.0)
     choice = max(rates, key=rates.get)
-    log.info("%s %s width %d batch %d on %s: %s (images/s: %s; probed in %.1f s)", mode, arch,
-             width, batch, on, choice, ", ".join(f"{k} {v:.0f}" for k, v in rates.items()),
-             time.perf_counter() - started)
+    log.info("%s %s width %d batch %d on %s: %s (images/s: %s; probed in %.1f s, %.0f%% of "
+             "%d core(s))", mode, arch, width, batch, on, choice,
+             ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), seconds, 100 * share,
+             torch.get_num_threads())
+    if on == "cpu" and share < BUSY_SHARE:
+        log.warning("the machine was busy while probing %s %s (the probe had %.0f%% of its "
+                    "cores): %s is used by this process, not cached; the next process "
+                    "measures again", mode, arch, 100 * share, choice)
+        return choice
     _write_cache(path, key, {"choice": choice, "rates": rates, "mode": mode, "arch": arch,
                              "width": width, "batch": batch, "device": on,
                              "cpu": machine.current().cpu, "isa": machine.isa(),
+                             "cpu_share": round(share, 3),
                              "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return choice
