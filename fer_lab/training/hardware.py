@@ -268,13 +268,12 @@ def _decide(key: str, path: Path, mode: str, arch: str, width: int, batch: int,
     rates = probe_rates(mode, arch, width, batch, options, on)
     seconds = time.perf_counter() - started
     # Under a tenth of a second (never a real probe's steps) there is nothing to judge.
-    share = ((time.process_time() - cpu) / (seconds * torch.get_num_threads())
-             if seconds >= 0.1 else 1.0)
+    cores = min(torch.get_num_threads(), os.cpu_count() or 1)  # more threads cannot use more
+    share = (time.process_time() - cpu) / (seconds * cores) if seconds >= 0.1 else 1.0
     choice = max(rates, key=rates.get)
     log.info("%s %s width %d batch %d on %s: %s (images/s: %s; probed in %.1f s, %.0f%% of "
              "%d core(s))", mode, arch, width, batch, on, choice,
-             ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), seconds, 100 * share,
-             torch.get_num_threads())
+             ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), seconds, 100 * share, cores)
     if on == "cpu" and share < BUSY_SHARE:
         log.warning("the machine was busy while probing %s %s (the probe had %.0f%% of its "
                     "cores): %s is used by this process, not cached; the next process "
