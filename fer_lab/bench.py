@@ -4,16 +4,18 @@ Per architecture: training and inference images/s of a bare PyTorch loop for eve
 setting ``auto`` could choose here (``fer_lab.training.hardware``), the setting it does
 choose, the net's FLOPs per image and the GFLOP/s achieved; then fer-lab's whole training
 path (``CNNClassifier.fit``: Lightning, metrics, the per-epoch report logged to MLflow)
-against the bare loop with the same augmentation, in the same process (``path_ratio``).
+against the bare loop with the same augmentation, the two in turns within one fit
+(``path_ratio``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,32 +36,51 @@ def forward_flops(arch: str, width: int) -> int:
     return int(counter.get_total_flops())
 
 
-def path_rate(params: dict[str, Any], steps: int) -> float:
-    """Training images/s through ``CNNClassifier.fit`` inside an MLflow run that receives
-    the per-epoch metrics, as a study's trial does: a two-epoch fit, timed from the first
-    epoch's report to the second's, so the second epoch counts in full (its steps, its
-    validation pass over a single image, the logging of its metrics) and the set-up and
-    one-time costs (lazy imports, oneDNN's first calls at each shape) fall in the first.
-    An epoch has ``steps`` steps, at least ``MIN_STEPS_PER_EPOCH`` (below it the data
-    module shrinks the batch)."""
+def path_rates(params: dict[str, Any], steps: int, rounds: int,
+               bare: Callable[[], None]) -> list[tuple[float, float]]:
+    """Training images/s of fer-lab's path and of the bare loop ``bare``, measured in
+    turns in one fit so that both see the same machine: ``(path, bare)`` per round.
+
+    The path is ``CNNClassifier.fit`` inside an MLflow run that receives the per-epoch
+    metrics, as a study's trial does, for ``rounds + 1`` epochs of ``steps`` steps (at
+    least ``MIN_STEPS_PER_EPOCH``: below it the data module shrinks the batch). The first
+    epoch takes the set-up and one-time costs (lazy imports, oneDNN's first calls at each
+    shape). After each epoch's report, ``steps`` bare steps run, timed; each later epoch
+    counts in full (its steps, its validation pass over a single image, the logging of
+    its metrics), from the end of those bare steps to its own report. Timed apart, minutes
+    from each other, the two moved 15-40% on a shared VM (its cores' speed drifts): the
+    ratio of separate best runs read 0.73-1.04 for the same code."""
     import mlflow
+    import torch
 
     from fer_lab import nets
     from fer_lab.models import create
     from fer_lab.training.datamodule import MIN_STEPS_PER_EPOCH
 
     rng = np.random.default_rng(0)
-    n = params["batch_size"] * max(steps, MIN_STEPS_PER_EPOCH)
+    steps = max(steps, MIN_STEPS_PER_EPOCH)
+    n = params["batch_size"] * steps
     X = rng.integers(0, 256, (n, nets.SIDE ** 2), dtype=np.uint8)
     y = np.arange(n) % nets.N_CLASSES
     X_val, y_val = X[:1], y[:1]
-    reported: list[float] = []
+    bare_seconds: list[float] = []
+    path_seconds: list[float] = []
+    resumed: list[float] = []  # when the path went on after the last bare steps
 
     def report(metrics: dict[str, float]) -> None:
-        mlflow.log_metrics(dict(metrics), step=len(reported))
-        reported.append(time.perf_counter())
+        mlflow.log_metrics(dict(metrics), step=len(resumed))
+        ended = time.perf_counter()
+        if resumed:
+            path_seconds.append(ended - resumed[-1])
+        if len(path_seconds) < rounds:  # the bare turn before the next epoch
+            with torch.inference_mode(False), torch.enable_grad():  # inside validation
+                for _ in range(steps):
+                    bare()
+            finished = time.perf_counter()
+            bare_seconds.append(finished - ended)
+            resumed.append(finished)
 
-    model = create("cnn", **{**params, "epochs": 2, "min_steps": 0, "patience": None,
+    model = create("cnn", **{**params, "epochs": rounds + 1, "min_steps": 0, "patience": None,
                              "max_minutes": None, "tta": "none"})
     previous = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +94,8 @@ def path_rate(params: dict[str, Any], steps: int) -> float:
                 model.fit(X, y, eval_set=(X_val, y_val), report=report)
         finally:
             mlflow.set_tracking_uri(previous)
-    return n / (reported[1] - reported[0])
+    images = params["batch_size"] * steps
+    return [(images / p, images / b) for p, b in zip(path_seconds, bare_seconds)]
 
 
 def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
@@ -85,18 +107,21 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
         archs: architectures (default: all of ``fer_lab.nets.ARCHITECTURES``).
         steps: timed steps per measurement.
         warmup: untimed steps before timing a bare loop (fer-lab's path warms up for
-            an epoch: ``path_rate``).
+            an epoch: ``path_rates``).
         batch, width: default the family's configured values.
-        repeats: rounds of every measurement; each setting, and each side of the path
-            comparison, keeps its best of this many interleaved runs (a burst of other
-            load hits all of them: ``hardware.measure``).
+        repeats: rounds of every measurement; each setting keeps its best of this many
+            interleaved runs (a burst of other load hits all of them:
+            ``hardware.measure``); the path and the bare loop take this many turns each
+            (``path_rates``): each keeps its best, and ``path_ratio`` is the median of
+            the turns' ratios, each path epoch against the bare steps just before it.
         path: also measure fer-lab's training path against the bare loop.
 
     Returns:
         ``{"machine": {...}, "batch": B, "width": W, "archs": {arch: {"params",
         "forward_flops", "settings": {name: {"train_img_s", "infer_img_s",
         "train_gflop_s", "infer_gflop_s"}}, "auto": name, "auto_infer": name,
-        "bare_img_s", "path_img_s", "path_ratio"}}}``.
+        "bare_img_s", "path_img_s", "path_ratio", "path_turns"}}}``; ``path_turns`` holds
+        each turn's ``[path, bare]`` images/s.
     """
     import dataclasses
 
@@ -131,12 +156,14 @@ def bench(archs: Sequence[str] | None = None, steps: int = 10, warmup: int = 2,
             params = {**defaults, "arch": arch, "width": width, "batch_size": batch,
                       "mixed_precision": auto.precision, "channels_last": auto.channels_last,
                       "train_sides": [nets.SIDE]}
-            bare = fer_lab = 0.0
-            for _ in range(repeats):
-                bare = max(bare, hardware.train_rate(arch, width, batch, auto, steps=steps,
-                                                     warmup=warmup, augment=augment))
-                fer_lab = max(fer_lab, path_rate(params, steps))
-            result.update(bare_img_s=bare, path_img_s=fer_lab, path_ratio=fer_lab / bare)
+            bare = hardware.train_step(arch, width, batch, auto, augment=augment)
+            for _ in range(warmup):
+                bare()
+            turns = path_rates(params, steps, repeats, bare)
+            result.update(bare_img_s=max(b for _, b in turns),
+                          path_img_s=max(p for p, _ in turns),
+                          path_ratio=statistics.median(p / b for p, b in turns),
+                          path_turns=[[p, b] for p, b in turns])
         out["archs"][arch] = result
     return out
 

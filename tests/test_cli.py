@@ -123,6 +123,9 @@ def test_bench_measures_every_setting_and_the_training_path(tmp_path, monkeypatc
         assert all(s["train_img_s"] > 0 and s["infer_img_s"] > 0 and s["train_gflop_s"] > 0
                    for s in arch["settings"].values())
         assert arch["forward_flops"] > 0 and arch["path_ratio"] > 0
+        # one turn of the path and one of the bare loop per round, the ratio their median's
+        [(path, bare)] = arch["path_turns"]
+        assert arch["path_ratio"] == pytest.approx(path / bare)
     # auto's pick is the faster of the probed settings, recorded for the next study
     assert json.loads((tmp_path / "hardware.json").read_text())["decisions"]
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
