@@ -172,14 +172,6 @@ def infer_step(arch: str, width: int, setting: Setting, *,
     return step
 
 
-def train_rate(arch: str, width: int, batch: int, setting: Setting, *, steps: int = 3,
-               warmup: int = 2, augment: Augment | None = None, on: str | None = None) -> float:
-    """Training images/s of ``train_step``'s bare loop."""
-    on = on or device()
-    step = train_step(arch, width, batch, setting, augment=augment, on=on)
-    return batch * steps / _timed(step, steps, warmup, on)
-
-
 def measure(steps: dict[str, Callable[[], None]], images: int, *, rounds: int = PROBE_ROUNDS,
             steps_per_round: int = 3, warmup: int = 2, on: str = "cpu") -> dict[str, float]:
     """Images/s of each candidate's step (``images`` per call), the candidates interleaved.
