@@ -378,3 +378,28 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed_from(splits, tmp_path, 
     assert "another fit's state" in caplog.text
     assert other.fit_metrics_["resumed_epochs"] == 0
     assert len(other.history_) == TINY["epochs"] and not checkpoint.exists()
+
+
+@pytest.mark.parametrize("max_minutes, rate, recipe", [
+    (None, None, "long"),  # its planned epochs reach long_epochs: no rate needed
+    (10.0, 1e6, "long"),  # the time cap allows them all at the probe's rate
+    (10.0, 1e-3, "default"),  # too slow a machine for them in the minutes
+    (10.0, None, "default"),  # an explicit setting: no probe, no rate to plan with
+])
+def test_a_fit_long_enough_takes_the_long_recipe(splits, monkeypatch, max_minutes, rate,
+                                                 recipe):
+    from fer_lab.training import hardware
+
+    asked = []
+    monkeypatch.setattr(hardware, "probed_rate", lambda *a: asked.append(a) or rate)
+    long = {"dropout": 0.45, "erase": 0.0, "train_sides": [48]}
+    model = create("cnn", **{**TINY, "dropout": 0.05, "train_sides": [32, 48],
+                             "max_minutes": max_minutes, "long_epochs": TINY["epochs"],
+                             "long_params": long}).fit(
+        splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    assert model.fit_settings_["recipe"] == recipe
+    dropouts = {m.p for m in model.net_.modules() if isinstance(m, torch.nn.Dropout)}
+    assert dropouts == {0.45 if recipe == "long" else 0.05}
+    assert model.get_params()["dropout"] == 0.05  # the parameters stay as given
+    assert len(asked) == (max_minutes is not None)
+

@@ -72,6 +72,15 @@ def test_auto_picks_the_fastest_probes_once_and_caches_on_disk(cache, monkeypatc
     assert len(probed) == 4
 
 
+def test_probed_rate_is_the_chosen_settings_measured_rate(cache, monkeypatch, no_native_bf16):
+    monkeypatch.setattr(hardware, "probe_rates", lambda mode, arch, width, batch, options, on: {
+        o.name: {"fp32": 100.0, "fp32+cl": 160.0}[o.name] for o in options})
+    assert hardware.probed_rate("vgg", 32, 128) == 160.0
+    hardware._decide.cache_clear()  # a new process reads it back from the file
+    assert hardware.probed_rate("vgg", 32, 128) == 160.0
+    assert hardware.probed_rate("vgg", 32, 128, "fp32", False) is None  # nothing to probe
+
+
 @pytest.mark.parametrize("busy", [False, True])
 def test_a_probe_starved_by_other_load_is_used_but_not_cached(cache, monkeypatch, caplog,
                                                               no_native_bf16, busy):
@@ -144,7 +153,8 @@ def test_explicit_bf16_still_trains_and_predictions_use_the_serving_machines_set
     model = create("cnn", width=8, epochs=1, batch_size=16, mixed_precision="bf16",
                    channels_last=True, tta="none")
     model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
-    assert model.fit_settings_ == {"mixed_precision": "bf16", "channels_last": True}
+    assert model.fit_settings_ == {"mixed_precision": "bf16", "channels_last": True,
+                                   "recipe": "default"}
     assert np.isfinite(model.history_[0]["train_loss"])
     monkeypatch.setattr(hardware, "probe_rates", lambda mode, arch, width, batch, options, on: {
         o.name: 2.0 if o.channels_last else 1.0 for o in options})

@@ -73,6 +73,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             training rows (checked inside a study, as an ensemble's members are).
         distill: the teacher's share of the loss (0..1); the labels' is the rest.
         seed: seeds weights, batch order and augmentation.
+        long_params, long_epochs: a recipe for long fits (e.g. ``{dropout: 0.18, rotate:
+            16.8, erase: 0.05, train_sides: [48]}``) that replaces these parameters when
+            the fit trains at least ``long_epochs`` epochs: ``epochs``, or with
+            ``max_minutes`` the epochs (of 48x48 images) that fit in it at the settings
+            probe's training rate here, if fewer. How much regularisation pays depends
+            on how long the net trains, and under a time cap the machine decides that.
+            A time-capped fit needs a probed (``auto``) setting to switch. None for no
+            switch; ``fit_settings_["recipe"]`` says which one trained.
         checkpoint_dir: a folder where the fit saves its whole state after every epoch
             (``fit.ckpt``); a fit that finds there the state of an interrupted fit of the
             same parameters and data resumes from it and ends as the uninterrupted fit
@@ -103,7 +111,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  balanced_sampling=False, flip=True, shift=0.1, rotate=10.0, scale=0.1,
                  erase=0.25, mixed_precision="auto", channels_last="auto", tta="flip",
                  patience=None, max_minutes=None, devices=1, strategy="auto", seed=0,
-                 train_sides=(48,), teacher=None, distill=0.7, checkpoint_dir=None):
+                 train_sides=(48,), teacher=None, distill=0.7, long_params=None,
+                 long_epochs=None, checkpoint_dir=None):
         self.arch = arch
         self.width = width
         self.dropout = dropout
@@ -133,6 +142,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.train_sides = train_sides
         self.teacher = teacher
         self.distill = distill
+        self.long_params = long_params
+        self.long_epochs = long_epochs
         self.checkpoint_dir = checkpoint_dir
 
     def fit(self, X, y, eval_set=None, report=None, class_names=None):
@@ -177,13 +188,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                         self.balanced_sampling, soft_targets=soft)
         setting = hardware.resolve(self.arch, self.width, data.train_batch_size,
                                    self.mixed_precision, self.channels_last)
+        recipe, p = self._recipe(len(X), data.train_batch_size)
         self.fit_settings_ = {"mixed_precision": setting.precision,
-                              "channels_last": setting.channels_last}
+                              "channels_last": setting.channels_last, "recipe": recipe}
         seed_everything(self.seed, workers=True, verbose=False)
-        net = nets.build(self.arch, width=self.width, dropout=self.dropout,
+        net = nets.build(self.arch, width=self.width, dropout=p["dropout"],
                          n_classes=len(names))
         net = net.to(memory_format=setting.memory_format)
-        sides = (nets.SIDE,) if getattr(net, "fixed_input", False) else tuple(self.train_sides)
+        sides = (nets.SIDE,) if getattr(net, "fixed_input", False) else tuple(p["train_sides"])
         # Normalisation statistics travel with the estimator, so predict sees the same input.
         self.pixel_mean_, self.pixel_std_ = float(X.mean()), float(X.std()) or 1.0
         module = training.FerModule(
@@ -191,7 +203,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
             schedule=self.schedule, label_smoothing=self.label_smoothing,
             loss_weights=training.class_weights(y, self.class_weighting, len(names)),
-            augment=training.Augment(self.flip, self.shift, self.rotate, self.scale, self.erase),
+            augment=training.Augment(p["flip"], p["shift"], p["rotate"], p["scale"], p["erase"]),
             channels_last=setting.channels_last, max_minutes=self.max_minutes,
             train_sides=sides, distill=self.distill if self.teacher else 0.0)
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
@@ -213,6 +225,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.tta == "auto":
             self._choose_tta(X_val, y_val)
         return self
+
+    def _recipe(self, n_train: int, batch: int) -> tuple[str, dict]:
+        """``("long", params with long_params)`` when the fit trains ``long_epochs``
+        epochs or more: its ``epochs``, or fewer when ``max_minutes`` at the probe's rate
+        of the setting ``auto`` picks here allows fewer; else ``("default", params)``."""
+        from fer_lab.training import hardware
+
+        params = self.get_params()
+        if not self.long_params or self.long_epochs is None:
+            return "default", params
+        epochs, why = float(self.epochs), f"{self.epochs} planned"
+        if self.max_minutes is not None:
+            rate = hardware.probed_rate(self.arch, self.width, batch, self.mixed_precision,
+                                        self.channels_last)
+            if rate is None:  # an explicit setting: no probe, no rate to plan with
+                return "default", params
+            in_time = 60 * self.max_minutes * rate / max(n_train, 1)
+            if in_time < epochs:
+                epochs, why = in_time, (f"{in_time:.0f} of {n_train} images in "
+                                        f"{self.max_minutes:g} min at the probe's "
+                                        f"{rate:.0f} images/s")
+        long = epochs >= self.long_epochs
+        log.info("epochs: %s; the %s recipe", why, "long" if long else "default")
+        return ("long", {**params, **self.long_params}) if long else ("default", params)
 
     def _checkpoint(self) -> Path | None:
         """The checkpoint file in ``checkpoint_dir``, unless the fit runs in several

@@ -242,20 +242,38 @@ def resolve(arch: str, width: int, batch: int, precision: str = AUTO,
     options = candidates(precision, channels_last)
     if len(options) == 1:
         return options[0]
+    return Setting.parse(_probed(arch, width, batch, options, mode)[0])
+
+
+def probed_rate(arch: str, width: int, batch: int, precision: str = AUTO,
+                channels_last: bool | str = AUTO) -> float | None:
+    """Training images/s of the setting ``resolve`` picks for these arguments, as its
+    probe measured it here (cached with the decision); None when there was nothing to
+    choose (an explicit precision and layout: no probe runs). A probe's few steps time
+    the machine at its fastest: a sustained fit on a shared VM ran at 0.6-0.7 of it."""
+    options = candidates(precision, channels_last)
+    if len(options) == 1:
+        return None
+    choice, rates = _probed(arch, width, batch, options, "train")
+    return float(rates[choice]) if rates.get(choice) else None
+
+
+def _probed(arch: str, width: int, batch: int, options: Sequence[Setting],
+            mode: str) -> tuple[str, dict[str, float]]:
     on = device() if mode == "train" else "cpu"
-    here = machine.current()
-    key = "|".join(map(str, (here.key, on, mode, arch, width, batch,
+    key = "|".join(map(str, (machine.current().key, on, mode, arch, width, batch,
                              ",".join(o.name for o in options))))
-    return Setting.parse(_decide(key, cache_file(), mode, arch, width, batch, tuple(options), on))
+    return _decide(key, cache_file(), mode, arch, width, batch, tuple(options), on)
 
 
 @functools.cache
 def _decide(key: str, path: Path, mode: str, arch: str, width: int, batch: int,
-            options: tuple[Setting, ...], on: str) -> str:
-    """The chosen setting's name: from the cache file, else measured (once per process)."""
+            options: tuple[Setting, ...], on: str) -> tuple[str, dict[str, float]]:
+    """The chosen setting's name and every candidate's images/s: from the cache file, else
+    measured (once per process)."""
     cached = _read_cache(path).get("decisions", {}).get(key)
     if cached and cached.get("choice") in {o.name for o in options}:
-        return cached["choice"]
+        return cached["choice"], dict(cached.get("rates", {}))
     started, cpu = time.perf_counter(), time.process_time()
     rates = probe_rates(mode, arch, width, batch, options, on)
     seconds = time.perf_counter() - started
@@ -270,10 +288,10 @@ def _decide(key: str, path: Path, mode: str, arch: str, width: int, batch: int,
         log.warning("the machine was busy while probing %s %s (the probe had %.0f%% of its "
                     "cores): %s is used by this process, not cached; the next process "
                     "measures again", mode, arch, 100 * share, choice)
-        return choice
+        return choice, rates
     _write_cache(path, key, {"choice": choice, "rates": rates, "mode": mode, "arch": arch,
                              "width": width, "batch": batch, "device": on,
                              "cpu": machine.current().cpu, "isa": machine.isa(),
                              "cpu_share": round(share, 3),
                              "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    return choice
+    return choice, rates
