@@ -403,3 +403,9 @@ def test_a_fit_long_enough_takes_the_long_recipe(splits, monkeypatch, max_minute
     assert model.get_params()["dropout"] == 0.05  # the parameters stay as given
     assert len(asked) == (max_minutes is not None)
 
+
+
+def test_a_long_recipe_names_only_what_it_can_change(splits):
+    model = create("cnn", **TINY, long_epochs=1, long_params={"lr": 0.1})
+    with pytest.raises(ValueError, match="long_params sets only"):
+        model.fit(splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))

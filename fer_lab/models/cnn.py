@@ -18,6 +18,9 @@ from fer_lab.models import register, with_tta
 log = logging.getLogger(__name__)
 VAL_FRACTION = 0.1
 CHECKPOINT_FILE = "fit.ckpt"  # in checkpoint_dir
+# What a long fit's recipe may change: regularisation and training sides.
+LONG_RECIPE_KEYS = frozenset({"dropout", "flip", "shift", "rotate", "scale", "erase",
+                              "train_sides"})
 # torch and Lightning are imported inside the methods: the registry imports every family,
 # and importing them would add ~4 s to every command, the classical families' included.
 
@@ -74,7 +77,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         distill: the teacher's share of the loss (0..1); the labels' is the rest.
         seed: seeds weights, batch order and augmentation.
         long_params, long_epochs: a recipe for long fits (e.g. ``{dropout: 0.18, rotate:
-            16.8, erase: 0.05, train_sides: [48]}``) that replaces these parameters when
+            16.8, erase: 0.05, train_sides: [48]}``; ``LONG_RECIPE_KEYS``: the
+            regularisation and the training sides) that replaces these parameters when
             the fit trains at least ``long_epochs`` epochs: ``epochs``, or with
             ``max_minutes`` the epochs (of 48x48 images) that fit in it at the settings
             probe's training rate here, if fewer. How much regularisation pays depends
@@ -235,6 +239,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         params = self.get_params()
         if not self.long_params or self.long_epochs is None:
             return "default", params
+        if unknown := set(self.long_params) - LONG_RECIPE_KEYS:
+            raise ValueError(f"long_params sets only {sorted(LONG_RECIPE_KEYS)}, "
+                             f"not {sorted(unknown)}")
         epochs, why = float(self.epochs), f"{self.epochs} planned"
         if self.max_minutes is not None:
             rate = hardware.probed_rate(self.arch, self.width, batch, self.mixed_precision,
