@@ -133,7 +133,11 @@ def test_a_burst_of_other_load_does_not_rank_a_slower_setting_first():
     assert calls["fast"] == 2 + 3 * 2
 
 
-def test_a_real_probe_takes_seconds_and_measures_both_modes(cache, no_native_bf16):
+def test_a_real_probe_takes_seconds_and_measures_both_modes(cache, monkeypatch,
+                                                            no_native_bf16):
+    # Cached even when other processes share the cores (a CI runner's neighbours): what
+    # a busy probe does is the busy test's.
+    monkeypatch.setattr(hardware, "BUSY_SHARE", 0.0)
     for mode in hardware.MODES:
         assert hardware.resolve("seed_cnn", 8, 32, mode=mode) in hardware.candidates()
     decisions = json.loads(cache.read_text())["decisions"].values()
