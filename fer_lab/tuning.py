@@ -25,8 +25,17 @@ import numpy as np
 import optuna
 from sklearn.model_selection import train_test_split
 
+from fer_lab import (
+    calibration,
+    evaluation,
+    explain,
+    labels,
+    parallel,
+    pyfunc,
+    registry,
+    tracking,
+)
 from fer_lab import data as fer_data
-from fer_lab import calibration, evaluation, explain, labels, parallel, pyfunc, registry, tracking
 from fer_lab.config import FamilyConfig, TuneConfig
 from fer_lab.models import create
 from fer_lab.models.stored import kept, rows_digest
@@ -275,7 +284,9 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                 for helper in helpers:
                     helper.join()
         searched = search_seconds()
-        study.set_user_attr(SEARCH_SECONDS_ATTR, None)  # done: a re-run searches afresh
+        # Kept until the refit is evaluated: a lead killed during the refit (the longest
+        # part) resumes it and still reports the search's seconds.
+        study.set_user_attr(SEARCH_SECONDS_ATTR, searched)
         best = study.best_trial
         params = {**config.model.params, **best.params, **settings.refit_params}
         checkpoints = study_checkpoints(config, study.study_name)
@@ -284,6 +295,7 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         shutil.rmtree(checkpoints, ignore_errors=True)  # the model is logged: nothing to resume
         metrics.update(search_seconds=searched, best_trial=best.number,
                        **_trial_counts(study))
+        study.set_user_attr(SEARCH_SECONDS_ATTR, None)  # done: a re-run searches afresh
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metrics(metrics)
         log_study_plots(study)

@@ -1,21 +1,16 @@
 """A real 2-trial study per family on synthetic data, checked through MLflow and Optuna."""
 
 import dataclasses
-import json
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import optuna
-import pandas as pd
 import pytest
-
-from fer_lab import calibration
-from fer_lab.config import Param, TuneConfig, load_family
-from fer_lab.data import EMOTIONS, load, split
-from fer_lab.models import families
-from fer_lab.tuning import study_name, tune
 from conftest import check_study
+
+from fer_lab.config import Param, TuneConfig, load_family
+from fer_lab.data import load, split
+from fer_lab.tuning import study_name, tune
 
 STUDY_METRICS = [
     "val_accuracy", "val_macro_f1", "test_private_accuracy", "test_public_accuracy",
@@ -86,6 +81,30 @@ def test_an_interrupted_search_resumes_with_the_time_it_had_left(tracking, tmp_p
     # A finished study asked for more trials gets a time of its own again.
     tune(quick_config("tree", tmp_path, trials=2, timeout=3600), dataset, progress=False)
     assert len(study.trials) == 2
+
+
+def test_a_lead_killed_in_its_refit_reports_the_search_it_did(tracking, tmp_path, dataset,
+                                                              monkeypatch):
+    from fer_lab import tuning
+
+    config = quick_config("tree", tmp_path, trials=2, timeout=3600)
+    refit = tuning.refit_and_evaluate
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning, "refit_and_evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tune(config, dataset, progress=False)
+    study = optuna.load_study(study_name="tree", storage=config.storage)
+    searched = study.user_attrs[tuning.SEARCH_SECONDS_ATTR]
+    assert searched > 0 and len(study.trials) == 2
+    study.set_user_attr(tuning.SEARCH_SECONDS_ATTR, 1800.0)  # as an hour-long search leaves it
+    monkeypatch.setattr(tuning, "refit_and_evaluate", refit)
+    metrics = tune(config, dataset, progress=False)
+    assert len(study.trials) == 2  # the search was done: only the refit runs again
+    assert 1800.0 <= metrics["search_seconds"] < 1800.0 + 60
+    assert study.user_attrs[tuning.SEARCH_SECONDS_ATTR] is None
 
 
 @pytest.mark.slow
