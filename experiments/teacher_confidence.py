@@ -5,9 +5,10 @@
 
 A teacher's soft targets carry something beyond the labels only where it is unsure: on the
 faces it was trained on it may be much surer than on the validation carve. For N random
-faces of each (seeded), with the teacher's calibration and the views a distillation uses
-(``teacher_targets``), the table gives accuracy, the mean top probability and the mean
-probability of the true class, at temperature 1 and softened (``p ** (1/T)``, renormalised).
+faces of each (seeded), the teacher's targets as a distillation takes them
+(``teacher_targets``: its calibration, its views), the table gives accuracy, the mean top
+probability and the mean probability of the true class, at temperature 1 and softened
+(``calibration.scale``).
 """
 
 import argparse
@@ -16,8 +17,7 @@ import numpy as np
 
 from fer_lab import calibration, tracking
 from fer_lab.data import load, split
-from fer_lab.models.cnn import TEACHER_TTA, with_tta
-from fer_lab.models.stored import load_member
+from fer_lab.models.cnn import TEACHER_TTA, teacher_targets
 
 
 def main() -> None:
@@ -29,22 +29,17 @@ def main() -> None:
     args = parser.parse_args()
     tracking.configure()
     splits = split(load(args.data))
-    teacher, temperature = load_member(args.teacher)
     rng = np.random.default_rng(0)
-    print(f"teacher {args.teacher}: calibration temperature {temperature:.3f}, views "
-          f"{TEACHER_TTA}\n")
+    print(f"teacher {args.teacher}, calibrated, views {TEACHER_TTA}\n")
     print("| faces | n | accuracy | T | mean top probability | mean probability of the label |")
     print("|---|---|---|---|---|---|")
     for name, part in (("training", splits.train), ("validation", splits.val)):
         rows = rng.choice(len(part.y), min(args.n, len(part.y)), replace=False)
-        proba = calibration.scale(with_tta(teacher, TEACHER_TTA).predict_proba(part.X[rows]),
-                                  temperature)
+        proba = teacher_targets(args.teacher, part.X[rows])
         y = part.y[rows]
         accuracy = float((proba.argmax(1) == y).mean())
-        log_p = np.log(np.clip(proba, 1e-12, 1.0))
         for t in args.temperatures:
-            soft = np.exp(log_p / t)
-            soft /= soft.sum(1, keepdims=True)
+            soft = calibration.scale(proba, t)
             print(f"| {name} | {len(y)} | {accuracy:.3f} | {t:g} | {soft.max(1).mean():.3f} | "
                   f"{soft[np.arange(len(y)), y].mean():.3f} |")
 
