@@ -398,7 +398,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report", help="output folder")
     r.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
     r.add_argument("--select", choices=["latest", "champion"], default="latest",
-                   help="each family's latest study, or its champion's")
+                   help="each family's latest study (and its latest distilled network's), "
+                        "or its champion's")
     r.set_defaults(run=_report)
 
     b = command("bench", "CNN training and inference speed on this machine, per "

@@ -1,8 +1,9 @@
 """The comparison the seed's slides made, generated from the tracking store.
 
-``write_report`` reads each family's latest finished study (or its registered champion's),
-and writes ``report.md``, a self-contained ``report.html`` (images inlined) and the PNGs,
-one page in sections:
+``write_report`` reads each family's latest finished study and, beside it, its latest
+distilled network's (or each family's registered champion's study), and writes
+``report.md``, a self-contained ``report.html`` (images inlined) and the PNGs, one page in
+sections:
 
 - scores: validation and test accuracy with 95% bootstrap intervals, macro-F1, whether
   the best model's lead on test_all over each other holds under McNemar's paired test,
@@ -11,7 +12,7 @@ one page in sections:
 - per class: precision, recall and F1 on test_all;
 - calibration: the temperature and test_all's ECE before and after it, NLL, Brier;
 - cost: trials, search and refit times, prediction speed, model size, the machine, the
-  best parameters;
+  best parameters (and a distilled network's teacher);
 - confusion matrices (row-normalised, with the counts), per-class F1, each model's most
   confident mistakes and each study's optimisation history.
 
@@ -84,6 +85,23 @@ class Study:
         """The study's label set; FER2013's for studies recorded before label sets."""
         return self.run.data.tags.get(tracking.LABELS_TAG) or labels.DEFAULT
 
+    @property
+    def teacher(self) -> str:
+        """The model a distilled network learnt from; "" for a plain study. Runs recorded
+        before the tag have it as `mlflow run`'s ``teacher`` parameter."""
+        return (self.run.data.tags.get(tracking.TEACHER_TAG)
+                or self.run.data.params.get("teacher") or "")
+
+    @property
+    def name(self) -> str:
+        """The model as the report names it: its family, marked when distilled."""
+        return f"{self.family} (distilled)" if self.teacher else self.family
+
+    @property
+    def slug(self) -> str:
+        """The name in file names."""
+        return re.sub(r"\W+", "_", self.name).strip("_")
+
     def trials(self) -> str:
         m = self.metrics
         return "/".join(str(int(m.get(f"trials_{s}", 0))) for s in ("complete", "pruned", "failed"))
@@ -91,12 +109,12 @@ class Study:
 
 def studies(experiment: str, selection: str = "latest", parent: str | None = None) -> list[Study]:
     """Each family's latest finished study in ``experiment`` (only those nested in run
-    ``parent`` when given), or the study that produced its registered champion; one per
-    label set, FER2013's first."""
+    ``parent`` when given), and its latest distilled one beside it; or the study that
+    produced its registered champion. One per label set, FER2013's first."""
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, not {selection!r}")
     client = MlflowClient()
-    found: dict[tuple[str, str], Run] = {}
+    found: dict[tuple[str, str, bool], Study] = {}  # label set, family, distilled
     if selection == "champion":
         from fer_lab.models import families
 
@@ -105,7 +123,8 @@ def studies(experiment: str, selection: str = "latest", parent: str | None = Non
                 version = registry.champion_version(client,
                                                     registry.model_name(family, label_set))
                 if version is not None and version.run_id:
-                    found[label_set, family] = client.get_run(version.run_id)
+                    found[label_set, family, False] = Study(family,
+                                                            client.get_run(version.run_id))
     else:
         where = "tags.`fer.role` = 'study' and attributes.status = 'FINISHED'"
         scope = {"experiment_names": [experiment]}
@@ -115,10 +134,10 @@ def studies(experiment: str, selection: str = "latest", parent: str | None = Non
         runs = mlflow.search_runs(**scope, output_format="list", filter_string=where,
                                   order_by=["attributes.start_time DESC"])
         for run in runs:
-            label_set = run.data.tags.get(tracking.LABELS_TAG) or labels.DEFAULT
-            found.setdefault((label_set, run.data.tags["fer.family"]), run)
+            study = Study(run.data.tags["fer.family"], run)
+            found.setdefault((study.label_set, study.family, bool(study.teacher)), study)
     order = list(labels.LABEL_SETS)
-    return [Study(family, run) for (_, family), run in
+    return [study for _, study in
             sorted(found.items(), key=lambda item: (_rank(item[0][0], order), item[0]))]
 
 
@@ -153,7 +172,7 @@ def _fetch(study: Study, tmp: Path) -> None:
 
     def download(path: str) -> Path | None:
         try:
-            folder = tmp / study.label_set / study.family  # a family per label set
+            folder = tmp / study.label_set / study.slug  # a model per label set
             folder.mkdir(parents=True, exist_ok=True)
             return Path(client.download_artifacts(run_id, path, str(folder)))
         except Exception:  # noqa: BLE001  an older or failed run without the file: shown blank
@@ -199,7 +218,7 @@ def _plot_confusions(found: list[Study], path: Path, note: str = "") -> None:
         ax.set_xticks(range(len(names)), names, rotation=45, fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         acc = study.metrics.get("test_all_accuracy", float("nan"))
-        ax.set_title(f"{study.family} (test_all acc {acc:.3f})", fontsize=10)
+        ax.set_title(f"{study.name} (test_all acc {acc:.3f})", fontsize=10)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
     fig.suptitle("Confusion matrices on test_all (PublicTest + PrivateTest): row-normalised, "
@@ -215,7 +234,7 @@ def _plot_f1(found: list[Study], classes: tuple[str, ...], path: Path, note: str
     x = np.arange(len(classes))
     for k, study in enumerate(found):
         f1 = [study.metrics.get(f"test_all_{e}_f1", 0.0) for e in classes]
-        ax.bar(x + (k - (len(found) - 1) / 2) * width, f1, width, label=study.family)
+        ax.bar(x + (k - (len(found) - 1) / 2) * width, f1, width, label=study.name)
     ax.set_xticks(x, classes)
     ax.set_ylabel("F1 on test_all")
     ax.set_ylim(0, 1)
@@ -267,7 +286,7 @@ def paired(found: list[Study]) -> dict[str, str]:
     if not scored:
         return {}
     best = max(scored, key=lambda s: s.metrics["test_all_accuracy"])
-    out = {best.family: "best"}
+    out = {best.name: "best"}
     for other in scored:
         if other is best:
             continue
@@ -276,11 +295,11 @@ def paired(found: list[Study]) -> dict[str, str]:
                      == other.run.data.tags.get("fer.data_digest")
                      and np.array_equal(best.predictions[0], other.predictions[0]))
         if not same_data:
-            out[other.family] = "not comparable"
+            out[other.name] = "not comparable"
             continue
         p = evaluation.mcnemar(best.predictions[0], best.predictions[1], other.predictions[1])
         verdict = "holds" if p < PAIRED_ALPHA else "not significant"
-        out[other.family] = f"{best.family} {verdict} (p={p:.2g})"
+        out[other.name] = f"{best.name} {verdict} (p={p:.2g})"
     return out
 
 
@@ -314,8 +333,8 @@ def scores_table(found: list[Study], reference: bool = True
             run = latest.get(heading)
             split = run.data.tags.get("fer.split", "") if run else ""
             cells.append(_with_interval(run.data.metrics, f"{split}_accuracy") if run else "")
-        rows.append([s.family] + [_with_interval(m, k) for _, k in SCORE_COLUMNS]
-                    + [verdicts.get(s.family, "")] + cells)
+        rows.append([s.name] + [_with_interval(m, k) for _, k in SCORE_COLUMNS]
+                    + [verdicts.get(s.name, "")] + cells)
     for family, accuracy in SEED_FIGURES.items() if reference else ():
         cells = ["" for _ in head]
         cells[0] = f"*seed slides: {family} (reference)*"
@@ -328,7 +347,7 @@ def per_class_table(found: list[Study], classes: tuple[str, ...] = labels.FER201
                     ) -> tuple[list[str], list[list[str]]]:
     """Precision / recall / F1 per class of ``classes`` on test_all."""
     head = ["model"] + [f"{e} P/R/F1" for e in classes]
-    rows = [[s.family] + ["/".join(_fmt(s.metrics.get(f"test_all_{e}_{k}"), 2)
+    rows = [[s.name] + ["/".join(_fmt(s.metrics.get(f"test_all_{e}_{k}"), 2)
                                    for k in ("precision", "recall", "f1")) for e in classes]
             for s in found]
     return head, rows
@@ -336,7 +355,7 @@ def per_class_table(found: list[Study], classes: tuple[str, ...] = labels.FER201
 
 def calibration_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
     head = ["model"] + [h for h, _ in CALIBRATION_COLUMNS]
-    rows = [[s.family] + [_fmt(s.metrics.get(k)) for _, k in CALIBRATION_COLUMNS] for s in found]
+    rows = [[s.name] + [_fmt(s.metrics.get(k)) for _, k in CALIBRATION_COLUMNS] for s in found]
     return head, rows
 
 
@@ -351,8 +370,9 @@ def cost_table(found: list[Study]) -> tuple[list[str], list[list[str]]]:
         images = None if s.counts is None else int(s.counts.sum())
         speed = _fmt(images / seconds, 0) if images and seconds else ""
         size = "" if not s.model_bytes else f"{s.model_bytes / 1e6:.1f}"
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s.best_params.items()))
-        rows.append([s.family, s.trials(), _fmt(m.get("search_seconds"), 0),
+        params = ", ".join([f"teacher={s.teacher}"] * bool(s.teacher) + [
+            f"{k}={_short(v)}" for k, v in sorted(s.best_params.items())])
+        rows.append([s.name, s.trials(), _fmt(m.get("search_seconds"), 0),
                      _fmt(m.get("fit_seconds"), 0), speed, size, machine_label(s.run.data.tags),
                      params, s.run.info.run_id[:8]])
     return head, rows
@@ -462,9 +482,9 @@ def write_report(out: str | Path, experiment: str = "fer-lab", selection: str = 
                     ("optimization_history", "Optimisation history", "history_png")):
                 for study in group:
                     if getattr(study, attribute) is not None:
-                        name = f"{kind}{stem}_{study.family}.png"
+                        name = f"{kind}{stem}_{study.slug}.png"
                         shutil.copyfile(getattr(study, attribute), out / name)
-                        images.append((f"{caption}: {study.family}{note}", name))
+                        images.append((f"{caption}: {study.name}{note}", name))
     title = f"fer-lab: model comparison ({selection} study per family, experiment {experiment})"
     protocol = _PROTOCOL + (" " + _OTHER_LABELS if set(groups) - {labels.DEFAULT} else "")
     (out / "report.md").write_text(_markdown(sections, images, title, protocol))

@@ -25,6 +25,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # The label set a run's model was trained or scored on (fer_lab.labels): fer2013, ferplus.
 # Runs recorded before label sets have none: they are fer2013's.
 LABELS_TAG = "fer.labels"
+# A distilled network's teacher (its model URI): the report shows it beside the plain family.
+TEACHER_TAG = "fer.teacher"
 
 
 def store_exists(uri: str) -> bool:

@@ -245,6 +245,8 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
     tags = {"fer.study": study.study_name, "fer.data_digest": dataset.digest,
             "fer.objective": settings.objective, "fer.protocol": config.protocol,
             "fer.budget": config.budget, tracking.LABELS_TAG: dataset.label_set}
+    if config.model.params.get("teacher"):
+        tags[tracking.TEACHER_TAG] = str(config.model.params["teacher"])
     with tracking.study_run(family, config.experiment, tags) as run, \
             parallel.leading(study, config.storage, run, config.heartbeat):
         tracking.log_config(config.to_dict())

@@ -100,3 +100,33 @@ def test_ferplus_studies_have_sections_of_their_own(runs, tmp_path):
     for png in ("confusion_matrices_ferplus.png", "per_class_f1_ferplus.png",
                 "confident_mistakes_ferplus_svm.png", "confusion_matrices.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_a_distilled_network_is_shown_beside_its_plain_family(runs, tmp_path):
+    """A CNN distilled from an ensemble is the same family as the plain CNN: the report
+    shows both (the latest of each) and names the teacher, instead of the newer hiding the
+    other. A study recorded before the tag has the teacher as `mlflow run`'s parameter."""
+    y = np.random.default_rng(0).integers(0, 7, N)
+    study("cnn", y, 0.66, seed=5)
+    study("cnn", y, 0.68, seed=6, **{"fer.teacher": "models:/fer-ensemble@champion"})
+    report.write_report(tmp_path / "out", runs)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    scores = markdown.split("## Per class")[0]
+    names = [line.split(" | ")[0].removeprefix("| ") for line in scores.splitlines()
+             if line.startswith("| ") and not line.startswith("| model")]
+    assert "cnn" in names and "cnn (distilled)" in names
+    cost = markdown.split("## Cost")[1].split("\n## ")[0]
+    distilled = next(line for line in cost.splitlines() if line.startswith("| cnn (distilled) |"))
+    assert "teacher=models:/fer-ensemble@champion" in distilled
+    assert "teacher=" not in next(line for line in cost.splitlines()
+                                  if line.startswith("| cnn |"))
+    assert "## Most confident mistakes: cnn (distilled)" in markdown
+    assert (tmp_path / "out" / "confident_mistakes_cnn_distilled.png").exists()
+    assert (tmp_path / "out" / "confident_mistakes_cnn.png").exists()
+
+    older_way = study("cnn", y, 0.67, seed=7)  # newer, the teacher as a parameter only
+    mlflow.MlflowClient().log_param(older_way, "teacher", "models:/fer-ensemble/3")
+    found = {s.name: s for s in report.studies(runs)}
+    assert found["cnn (distilled)"].run.info.run_id == older_way
+    assert found["cnn (distilled)"].teacher == "models:/fer-ensemble/3"
+    assert found["cnn"].teacher == ""
