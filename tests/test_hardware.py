@@ -85,16 +85,21 @@ def test_probed_rate_is_the_chosen_settings_measured_rate(cache, monkeypatch, no
 def test_a_probe_starved_by_other_load_is_used_but_not_cached(cache, monkeypatch, caplog,
                                                               no_native_bf16, busy):
     """A probe that got a fraction of its cores (another process took them) ranked vgg's
-    settings by how they bear the contention, 3x off: its choice must not stick."""
+    settings by how they bear the contention, 3x off: its choice must not stick. The
+    clocks are the test's, so the outcome does not hang on this machine's own load."""
     import time
+    import types
+
+    clock = {"wall": 0.0, "cpu": 0.0}
 
     def fake_rates(mode, arch, width, batch, options, on):
-        end = time.perf_counter() + 0.3
-        while time.perf_counter() < end:
-            if busy:
-                time.sleep(0.01)  # the cores are elsewhere: wall time passes, CPU time not
+        clock["wall"] += 0.3
+        clock["cpu"] += 0.03 if busy else 0.3  # busy: the cores were elsewhere
         return {o.name: {"fp32": 100.0, "fp32+cl": 160.0}[o.name] for o in options}
 
+    monkeypatch.setattr(hardware, "time", types.SimpleNamespace(
+        perf_counter=lambda: clock["wall"], process_time=lambda: clock["cpu"],
+        strftime=time.strftime))
     monkeypatch.setattr(hardware, "probe_rates", fake_rates)
     monkeypatch.setattr(hardware.torch, "get_num_threads", lambda: 1)
     assert hardware.resolve("vgg", 32, 128) == Setting("fp32", True)  # this process's choice
