@@ -1,7 +1,6 @@
 """`fer-lab analyze` and `Analyzer`: faces found, tracked and classified in videos and photos."""
 
 import json
-import shutil
 
 import cv2
 import mlflow
