@@ -92,6 +92,26 @@ def test_an_interrupted_fit_keeps_its_finished_members(splits, tmp_path, monkeyp
     assert model.predict_proba(splits.val.X).shape == (len(splits.val), len(EMOTIONS))
 
 
+def test_the_fit_records_what_each_trained_member_did(splits, monkeypatch):
+    """An ensemble run shows, per member, how long its network trained and what it
+    resolved (recipe, precision, test-time augmentation), not only its score."""
+    from fer_lab.models import ensemble
+
+    monkeypatch.setattr(ensemble, "_MEMBERS", {})
+    net = {"family": "cnn", "width": 8, "epochs": 2, "batch_size": 16, "min_steps": 0,
+           "max_minutes": None, "tta": "auto", "mixed_precision": "fp32",
+           "channels_last": False}
+    model = create("ensemble", members=[net, {"family": "knn"}]).fit(
+        splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))
+    assert model.fit_metrics_["member0_epochs"] == 2
+    assert 1 <= model.fit_metrics_["member0_best_epoch"] <= 2
+    assert "member1_epochs" not in model.fit_metrics_  # k-NN has no epochs
+    settings = model.fit_settings_
+    assert settings["member0.recipe"] == "default" and settings["member0.mixed_precision"] == "fp32"
+    assert settings["member0.tta"] in ("none", "flip", "crops")
+    assert not any(k.startswith("member1.") for k in settings)
+
+
 def test_a_study_keeps_the_members_it_trains_until_it_ends(tracking, tmp_path, monkeypatch):
     from fer_lab.models import ensemble
     from fer_lab.tuning import study_checkpoints

@@ -142,7 +142,13 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
                for i, p in enumerate(val_probas)},
             **({f"member{i}_weight": float(w) for i, w in enumerate(self.weights_)}
                if self.weights_ is not None else {}),
+            **{f"member{i}_{k}": v for i, member in enumerate(self.members_)
+               for k, v in _member_fit(member).items()},
         }
+        # What each trained member resolved (a network's precision, recipe, test-time
+        # augmentation), beside the ensemble's own parameters.
+        self.fit_settings_ = {f"member{i}.{k}": v for i, member in enumerate(self.members_)
+                              for k, v in getattr(member, "fit_settings_", {}).items()}
         return self
 
     def _kept_member(self, key: tuple, spec, i: int, X, y, X_val, y_val,
@@ -259,6 +265,14 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
 
 CHAMPIONS = "champions"
+
+
+def _member_fit(member) -> dict[str, float]:
+    """A trained network's length: the epochs it trained and the one it kept (1-based)."""
+    history = getattr(member, "history_", None)
+    if not history or getattr(member, "best_epoch_", None) is None:
+        return {}
+    return {"epochs": float(len(history)), "best_epoch": float(member.best_epoch_ + 1)}
 
 
 def expand(members: Sequence[str | Mapping[str, Any]]) -> list[str | Mapping[str, Any]]:
