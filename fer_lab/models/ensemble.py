@@ -67,7 +67,10 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         stacker_: the logistic regression (``stacking``).
         member_specs_: the members as fitted (``champions`` expanded to pinned versions).
         member_names_: a short name per member, for logs and reports.
-        fit_metrics_: per member its validation accuracy, and the weights.
+        fit_metrics_: per member its validation accuracy, and the weights; for a network,
+            also the epochs it trained and the best one (``member0_epochs``, ...).
+        fit_settings_: what each member's fit resolved, as parameters to log
+            (``member0.recipe``, ``member0.tta``, ...).
         eval_set_proba_: the ensemble's probabilities for the ``eval_set``, out-of-fold
             (``VOTE_FOLDS`` folds) for the fitted votes, so that a study comparing
             ``mean``, ``weights`` and ``stacking`` on them compares them fairly.
