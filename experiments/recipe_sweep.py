@@ -3,7 +3,7 @@
     python experiments/recipe_sweep.py --data ../shared/data/fer2013/fer2013.csv.gz \
         --seeds 0 1 --workers 5 [VARIANT ...]
 
-The default recipe's refit runs on time (48 minutes); how many epochs that buys depends on
+The default recipe's refit runs on time (50.5 minutes; 48 when this was measured); how many epochs that buys depends on
 the machine: ~21 on the AVX2 kind, ~48 on the AVX512-BF16 kind. Which regularisation,
 width or learning rate suits a 21-epoch refit is measured here with a fixed number of
 epochs instead of minutes, so the comparison can run anywhere, a GPU included (five fits

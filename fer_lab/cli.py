@@ -289,7 +289,9 @@ def parser() -> argparse.ArgumentParser:
                    help="validation metric to maximise (default: the config's, accuracy)")
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of Training carved out (stratified, seeded) for validation")
-    t.add_argument("--study-name", help="default: <family>-<budget>-<data digest>")
+    t.add_argument("--study-name",
+                   help="default: <family>-<budget>[-<label set>]-<data digest>"
+                        "[-<members or teacher digest>]")
     t.add_argument("--config", help="an experiment yaml that overrides the family's config "
                                     "(default: none)")
     t.add_argument("--no-register", dest="register", action="store_false",

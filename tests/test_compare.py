@@ -14,13 +14,12 @@ import pytest
 from conftest import check_study, mlflow_server
 
 from fer_lab import machine
-from fer_lab.config import TuneConfig
+from fer_lab.compare import study_configs
+from fer_lab.config import TuneConfig, load_family
 from fer_lab.data import EMOTIONS, load, split
 from fer_lab.models import families
 from fer_lab.report import CALIBRATION_COLUMNS, SCORE_COLUMNS, SEED_FIGURES
 
-# The main job runs every family's study (about 2 minutes): slow.
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 STUDY_METRICS = [metric for _, metric in SCORE_COLUMNS] + [
     "fit_seconds", "search_seconds", "trials_complete", "trials_pruned", "trials_failed"]
@@ -48,6 +47,25 @@ def main_run(tmp_path_factory):
     return tmp, uri, done.stdout
 
 
+@pytest.mark.parametrize("budget", ["quick", "default", "full"])
+def test_the_main_job_ends_with_the_ensemble_of_its_champions(budget):
+    """The main job's ensemble votes the champions its studies just produced, whatever the
+    budget: with the ensemble's own default it would train two more CNNs (~2 h more)."""
+    configs = study_configs(families(), budget)
+    assert [c.family for c in configs][-1] == "ensemble"
+    assert sorted(c.family for c in configs) == sorted(families())
+    ensemble = configs[-1]
+    assert ensemble.params["members"] == ["champions"]
+    own = load_family("ensemble", budget=budget)
+    assert ensemble.study == own.study
+    assert {k: v for k, v in ensemble.params.items() if k != "members"} == \
+        {k: v for k, v in own.params.items() if k != "members"}
+    for config in configs[:-1]:  # the other families keep the budget's settings
+        assert config == load_family(config.family, budget=budget)
+
+
+# The main job runs every family's study (about 2 minutes): slow.
+@pytest.mark.slow
 def test_the_main_job_end_to_end(tmp_path_factory):
     """One test for one (minutes-long) main job: under pytest-xdist a module fixture shared
     by several tests can be set up once per worker, and this one is the suite's longest."""
