@@ -7,6 +7,9 @@ number of trials exact: under a lock held for milliseconds (PostgreSQL's advisor
 a file lock beside the journal), a worker checks the count and enqueues one trial, which it
 then runs through ``study.optimize(n_trials=1)``. Every worker enqueues one trial before
 it pops one, so a pop always finds one waiting, and no trial is created past the count.
+A trial whose worker was lost (killed, crashed, its machine off) does not count: it is run
+again, with the same parameters when it was one of the study's first trials; a trial that
+raised counts, so a configuration that always fails cannot loop.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from mlflow.entities import RunStatus
 JOURNAL = "journal://"
 # The trial user attribute naming the process that runs it (see worker_identity).
 WORKER_ATTR = "fer.worker"
+# The trial user attribute holding the error a trial raised (a failed trial without it
+# was lost with its worker).
+ERROR_ATTR = "fer.error"
 # The study user attribute naming its lead process and the study run it holds.
 LEAD_ATTR = "fer.lead"
 # A worker's trial is failed when its heartbeat is older than GRACE_FACTOR intervals.
@@ -152,20 +158,28 @@ def claim_lock(url: str, study_name: str) -> Iterator[None]:
     yield  # SQLite (one process), other databases: no concurrent workers
 
 
+def lost(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` failed without raising: its worker was lost mid-trial (killed,
+    crashed, interrupted), and the trial says nothing of its parameters."""
+    return trial.state == optuna.trial.TrialState.FAIL and ERROR_ATTR not in trial.user_attrs
+
+
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], url: str,
          trials: int, deadline: float | None, first_trials: Sequence[dict] = (),
          on_trial: Callable[[], None] = lambda: None) -> None:
-    """Runs trials of ``study`` until it holds ``trials`` trials or ``deadline``
-    (``time.monotonic()``) passes; any number of workers may do this at once.
+    """Runs trials of ``study`` until it holds ``trials`` trials that were not lost (see
+    ``lost``) or ``deadline`` (``time.monotonic()``) passes; any number of workers may do
+    this at once. ``objective`` marks the trials that raise with ``ERROR_ATTR``.
 
     Args:
         first_trials: parameters of the study's first trials, in order (e.g. the
             config's defaults, a known-good baseline); later trials are sampled. Whichever
-            worker claims trial ``i`` runs ``first_trials[i]``.
+            worker claims the ``i``-th trial not lost runs ``first_trials[i]``: a first
+            trial lost with its worker (the ensemble's, hours of training) is run again.
     """
     while deadline is None or time.monotonic() < deadline:
         with claim_lock(url, study.study_name):
-            existing = len(study.get_trials(deepcopy=False))
+            existing = sum(not lost(t) for t in study.get_trials(deepcopy=False))
             if existing >= trials:
                 return
             # One trial of this worker's; its parameters are sampled when it starts.

@@ -88,6 +88,15 @@ class Objective:
         return chosen
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # a failed trial, not a lost one (parallel.lost)
+            trial.set_user_attr(parallel.ERROR_ATTR, f"{type(err).__name__}: {err}"[:1000])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
         rungs = self.config.model.study.rungs
         trial.set_user_attr(parallel.WORKER_ATTR, parallel.worker_identity())
         with tracking.trial_run(self.family, trial.number, trial.study.study_name,
@@ -286,18 +295,22 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                 for helper in helpers:
                     helper.join()
         searched = search_seconds()
-        # Kept until the refit is evaluated: a lead killed during the refit (the longest
-        # part) resumes it and still reports the search's seconds.
+        # Kept until the model is registered: a lead killed (or failing) during the refit,
+        # its evaluation or the registration resumes the refit from its checkpoints and
+        # still reports the search's seconds.
         study.set_user_attr(SEARCH_SECONDS_ATTR, searched)
+        counts = _trial_counts(study)
+        if not counts["trials_complete"]:
+            raise RuntimeError(
+                f"study {study.study_name}: no trial completed ({counts['trials_failed']} "
+                f"failed, {counts['trials_pruned']} pruned); a failed trial's run holds its "
+                "error (tag fer.error)")
         best = study.best_trial
         params = {**config.model.params, **best.params, **settings.refit_params}
         checkpoints = study_checkpoints(config, study.study_name)
         metrics, model_uri = refit_and_evaluate(family, params, splits, config.seed,
                                                 dataset.label_set, checkpoints)
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the model is logged: nothing to resume
-        metrics.update(search_seconds=searched, best_trial=best.number,
-                       **_trial_counts(study))
-        study.set_user_attr(SEARCH_SECONDS_ATTR, None)  # done: a re-run searches afresh
+        metrics.update(search_seconds=searched, best_trial=best.number, **counts)
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metrics(metrics)
         log_study_plots(study)
@@ -308,6 +321,8 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
             mlflow.set_tags({"fer.registered_model": f"{decision.name}/{decision.version}",
                              "fer.champion_decision": decision.reason})
             log.warning("registry: %s", decision.reason)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the model is logged: nothing to resume
+        study.set_user_attr(SEARCH_SECONDS_ATTR, None)  # done: a re-run searches afresh
     return metrics
 
 

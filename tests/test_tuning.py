@@ -107,6 +107,86 @@ def test_a_lead_killed_in_its_refit_reports_the_search_it_did(tracking, tmp_path
     assert study.user_attrs[tuning.SEARCH_SECONDS_ATTR] is None
 
 
+def test_a_first_trial_lost_with_its_worker_runs_again_on_resume(tracking, tmp_path, dataset,
+                                                                monkeypatch):
+    """A one-trial study (the CNN's hour) or an ensemble whose first trial trains its
+    members (hours) killed in that trial: the re-run runs it again, with the same
+    parameters, instead of finding the trial count met by a trial that never finished."""
+    from fer_lab import parallel, tuning
+
+    config = quick_config("tree", tmp_path, trials=1)
+
+    def killed(self, trial):
+        trial.suggest_int("max_depth", 3, 30)  # the kill comes after the trial's sampling
+        raise KeyboardInterrupt
+
+    run = tuning.Objective._run
+    monkeypatch.setattr(tuning.Objective, "_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tune(config, dataset, progress=False)
+    study = optuna.load_study(study_name="tree", storage=config.storage)
+    [lost] = study.trials
+    assert parallel.lost(lost)
+    monkeypatch.setattr(tuning.Objective, "_run", run)
+    metrics = tune(config, dataset, progress=False)
+    first, again = optuna.load_study(study_name="tree", storage=config.storage).trials
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert again.state == optuna.trial.TrialState.COMPLETE
+    defaults = tuning.first_trials(config.model)[0]  # the study's first: the config's defaults
+    assert defaults and again.params.items() >= defaults.items()
+    assert metrics["trials_complete"] == 1 and metrics["best_trial"] == 1
+
+
+def test_a_study_whose_trials_all_failed_says_so(tracking, tmp_path, dataset, monkeypatch):
+    from fer_lab import parallel, tuning
+
+    def broken(self, trial):
+        raise ValueError("a configuration this data cannot fit")
+
+    monkeypatch.setattr(tuning.Objective, "_run", broken)
+    with pytest.raises(RuntimeError, match="no trial completed .2 failed"):
+        tune(quick_config("tree", tmp_path, trials=2), dataset, progress=False)
+    trials = optuna.load_study(study_name="tree", storage=quick_config(
+        "tree", tmp_path).storage).trials
+    assert len(trials) == 2  # failures count: a trial that raises is not run again
+    assert all("a configuration this data cannot fit" in t.user_attrs[parallel.ERROR_ATTR]
+               for t in trials)
+
+
+def test_a_failed_registration_keeps_the_refit_for_the_rerun(tracking, tmp_path, dataset,
+                                                             monkeypatch):
+    """The study's checkpoints (the refit, an ensemble's members: hours) are removed only
+    once the model is registered: a registry outage costs a re-run, not a refit."""
+    from fer_lab import registry, tuning
+    from fer_lab.models.decision_tree import TreeClassifier
+
+    config = quick_config("tree", tmp_path, trials=1)
+    checkpoints = tuning.study_checkpoints(config, "tree")
+    register = registry.register
+
+    def outage(*args, **kwargs):
+        raise ConnectionError("registry unreachable")
+
+    monkeypatch.setattr(registry, "register", outage)
+    with pytest.raises(ConnectionError):
+        tune(config, dataset, progress=False)
+    assert list(checkpoints.glob("refit-*.pkl"))
+    study = optuna.load_study(study_name="tree", storage=config.storage)
+    assert study.user_attrs[tuning.SEARCH_SECONDS_ATTR] > 0
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the kept refit was fitted again")
+
+    monkeypatch.setattr(registry, "register", register)
+    monkeypatch.setattr(TreeClassifier, "fit", no_fit)
+    tune(config, dataset, progress=False)
+    assert not checkpoints.exists()
+    assert study.user_attrs[tuning.SEARCH_SECONDS_ATTR] is None
+    studies = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.role") == "study"]
+    assert [r.info.status for r in studies if r.data.tags.get("fer.registered_model")] == \
+        ["FINISHED"]
+
+
 @pytest.mark.slow
 def test_default_study_name_keeps_data_sets_apart(tracking, tmp_path, dataset):
     config = dataclasses.replace(quick_config("tree", tmp_path), study_name=None)
