@@ -14,8 +14,13 @@ import mlflow
 
 from fer_lab import labels as label_sets
 from fer_lab import registry, report, tracking
-from fer_lab.config import (DEFAULT_STORAGE, MAIN_JOB_BUDGET, FamilyConfig, TuneConfig,
-                            load_family)
+from fer_lab.config import (
+    DEFAULT_STORAGE,
+    MAIN_JOB_BUDGET,
+    FamilyConfig,
+    TuneConfig,
+    load_family,
+)
 from fer_lab.models import families as all_families
 from fer_lab.tuning import tune
 
