@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -29,6 +30,8 @@ import mlflow
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+
+log = logging.getLogger(__name__)
 
 JOURNAL = "journal://"
 # The trial user attribute naming the process that runs it (see worker_identity).
@@ -164,6 +167,11 @@ def lost(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == optuna.trial.TrialState.FAIL and ERROR_ATTR not in trial.user_attrs
 
 
+def counted(study: optuna.Study) -> int:
+    """The trials that count towards a study's number: all but the lost ones."""
+    return sum(not lost(t) for t in study.get_trials(deepcopy=False))
+
+
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], url: str,
          trials: int, deadline: float | None, first_trials: Sequence[dict] = (),
          on_trial: Callable[[], None] = lambda: None) -> None:
@@ -179,7 +187,7 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], url: s
     """
     while deadline is None or time.monotonic() < deadline:
         with claim_lock(url, study.study_name):
-            existing = sum(not lost(t) for t in study.get_trials(deepcopy=False))
+            existing = counted(study)
             if existing >= trials:
                 return
             # One trial of this worker's; its parameters are sampled when it starts.
@@ -259,6 +267,26 @@ def _gone(identity: dict) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def wait_for_running(study: optuna.Study, poll: float = 5.0) -> None:
+    """Returns once no trial of ``study`` is running: trials that workers elsewhere
+    (``--join``, another host) still run finish before the lead picks the best; a lost
+    worker's trial is failed (stale heartbeat, or its process gone on this host)."""
+    told = False
+    while True:
+        with warnings.catch_warnings(), contextlib.suppress(Exception):  # no heartbeats
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        fail_dead_local_trials(study)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            return
+        if not told:
+            log.warning("study %s: waiting for %d trial(s) other workers are running",
+                        study.study_name, len(running))
+            told = True
+        time.sleep(poll)
 
 
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:

@@ -21,6 +21,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from fer_lab import __version__, labels, tracking
 from fer_lab.models import families
@@ -100,19 +101,47 @@ def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
 
 
 def model_version(uri: str, client: MlflowClient | None = None) -> ModelVersion | None:
-    """The registered version a ``models:/name/3`` or ``models:/name@alias`` URI names;
-    None for any other URI.
+    """The registered version a ``models:/name/3``, ``models:/name/latest`` or
+    ``models:/name@alias`` URI names; None for any other URI (``runs:/...``, a logged
+    model's ``models:/m-<id>``).
 
     Raises:
-        MlflowException: no such model, version or alias (e.g. ``models:/name/latest``).
+        MlflowException: no such model, version or alias (or a stage: fer-lab uses aliases).
     """
     if not uri.startswith("models:/"):
         return None
     client = client or MlflowClient()
     name, _, number = uri.removeprefix("models:/").partition("/")
     name, _, alias = name.partition("@")
-    return client.get_model_version_by_alias(name, alias) if alias \
-        else client.get_model_version(name, number)
+    if alias:
+        return client.get_model_version_by_alias(name, alias)
+    if not number:  # a logged model, not a registered version
+        return None
+    if number == "latest":
+        versions = client.search_model_versions(f"name='{name}'")
+        if not versions:
+            raise MlflowException(f"registered model {name!r} has no versions",
+                                  error_code=RESOURCE_DOES_NOT_EXIST)
+        return max(versions, key=lambda v: int(v.version))
+    return client.get_model_version(name, number)
+
+
+def model_run_id(uri: str, client: MlflowClient | None = None) -> str | None:
+    """The run that logged the model ``uri`` names: a ``runs:/`` URI, a registered version,
+    or a logged model (``models:/m-<id>``); None when it does not say.
+
+    Raises:
+        MlflowException: no such model, version, alias or logged model.
+    """
+    if uri.startswith("runs:/"):
+        return uri.removeprefix("runs:/").split("/")[0]
+    if not uri.startswith("models:/"):
+        return None
+    client = client or MlflowClient()
+    version = model_version(uri, client)
+    if version is not None:
+        return version.run_id
+    return client.get_logged_model(uri.removeprefix("models:/")).source_run_id
 
 
 def _not_found(err: MlflowException) -> bool:

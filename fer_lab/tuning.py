@@ -289,11 +289,21 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                 study.set_user_attr(SEARCH_SECONDS_ATTR, search_seconds())
 
             try:
-                parallel.work(study, objective, config.storage, settings.trials, deadline,
-                              first_trials(config.model), finished_trial)
+                while True:
+                    parallel.work(study, objective, config.storage, settings.trials, deadline,
+                                  first_trials(config.model), finished_trial)
+                    # Trials of workers elsewhere (--join) end before the best is picked;
+                    # those lost meanwhile are run again while there is time.
+                    parallel.wait_for_running(study)
+                    if parallel.counted(study) >= settings.trials or \
+                            (deadline is not None and time.monotonic() >= deadline):
+                        break
             finally:
                 for helper in helpers:
                     helper.join()
+                    if helper.exitcode:
+                        log.warning("study %s: worker process %s exited with code %s",
+                                    study.study_name, helper.name, helper.exitcode)
         searched = search_seconds()
         # Kept until the model is registered: a lead killed (or failing) during the refit,
         # its evaluation or the registration resumes the refit from its checkpoints and

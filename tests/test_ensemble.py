@@ -213,10 +213,20 @@ def test_members_from_the_store_and_a_study(fresh_tracking, tmp_path, splits):
     np.testing.assert_allclose(out[list(EMOTIONS)].to_numpy(), expected, atol=1e-9)
 
 
-def test_a_member_of_other_data_is_refused(fresh_tracking, splits):
-    uri = _register("tree", splits, "other-data")
-    with mlflow.start_run(tags={"fer.data_digest": "this-data",
-                                "fer.protocol": "val 0.2 of Training, seed 0"}):
+@pytest.mark.parametrize("form", ["alias", "number", "latest", "logged model", "run"])
+def test_a_member_of_other_data_is_refused_whatever_its_uri(fresh_tracking, splits, form):
+    """Whichever URI names it, a member trained on other rows (which may hold this study's
+    validation faces) is refused, not let through with a warning."""
+    other = {"fer.data_digest": "other-data", "fer.protocol": "val 0.2 of Training, seed 0"}
+    model = create("tree").fit(splits.train.X, splits.train.y)
+    with mlflow.start_run(tags=other) as run:
+        logged = pyfunc.log_model(model, splits.val.X[:2], temperature=1.5)
+    registry.register(logged, "tree", {"val_accuracy": 0.5},
+                      {**other, "fer.objective": "accuracy", "fer.run_id": run.info.run_id})
+    uri = {"alias": "models:/fer-tree@champion", "number": "models:/fer-tree/1",
+           "latest": "models:/fer-tree/latest", "logged model": logged,
+           "run": f"runs:/{run.info.run_id}/model"}[form]
+    with mlflow.start_run(tags={**other, "fer.data_digest": "this-data"}):
         with pytest.raises(ValueError, match="validation faces"):
             EnsembleClassifier(members=[uri]).fit(
                 splits.train.X, splits.train.y, eval_set=(splits.val.X, splits.val.y))

@@ -41,6 +41,27 @@ def trial_runs(experiment: str) -> list:
     return [r for r in runs if r.data.tags.get("fer.role") == "trial"]
 
 
+def test_the_lead_waits_for_trials_running_elsewhere_and_not_for_lost_ones():
+    """A joiner on another host still runs a trial when the lead's own are done: the lead
+    waits for it before picking the best; a trial whose process is gone does not hold it."""
+    import threading
+
+    study = optuna.create_study(direction="maximize")
+    elsewhere = study.ask()  # a live worker's trial (another host: no identity checked)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lost = study.ask()
+    lost.set_user_attr(parallel.WORKER_ATTR, {**parallel.worker_identity(), "pid": dead.pid,
+                                              "started": "0"})
+    threading.Timer(0.5, lambda: study.tell(elsewhere, 0.9)).start()
+    started = time.monotonic()
+    parallel.wait_for_running(study, poll=0.05)
+    assert time.monotonic() - started >= 0.45
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert parallel.lost(study.trials[1]) and parallel.counted(study) == 1
+
+
 def test_sqlite_refuses_parallel_workers_with_a_clear_message(tmp_path, capsys):
     with pytest.raises(ValueError, match="journal.*optuna.journal"):
         parallel.storage(f"sqlite:///{tmp_path}/o.db", workers=2)
