@@ -304,6 +304,8 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                     if helper.exitcode:
                         log.warning("study %s: worker process %s exited with code %s",
                                     study.study_name, helper.name, helper.exitcode)
+        # Runs of workers lost during the search (their trials failed above) end too.
+        parallel.close_lost_runs(study, run.info.experiment_id, run.info.run_id)
         searched = search_seconds()
         # Kept until the model is registered: a lead killed (or failing) during the refit,
         # its evaluation or the registration resumes the refit from its checkpoints and
