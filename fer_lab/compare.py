@@ -22,7 +22,7 @@ from fer_lab.config import (
     load_family,
 )
 from fer_lab.models import families as all_families
-from fer_lab.tuning import tune
+from fer_lab.tuning import result_run_id, tune
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def compare(data: str = "synthetic", budget: str = MAIN_JOB_BUDGET,
             labels: str = label_sets.DEFAULT) -> Comparison:
     """Tunes every family (or ``families``) on ``data`` labelled with ``labels`` (a label
     set, ``fer_lab.labels``) with ``budget``, promotes the best and writes the report of
-    these studies into ``out``."""
+    these studies into ``out``. Re-run after an interruption, it goes on from the study it
+    stopped in: the studies that ended are not run again, and the report shows them."""
     tracking.configure()
     dataset = label_sets.load(data, labels)
     configs = [TuneConfig(model=model, data=data, seed=seed, experiment=experiment,
@@ -64,12 +65,15 @@ def compare(data: str = "synthetic", budget: str = MAIN_JOB_BUDGET,
         mlflow.log_params({"compare.data": data, "compare.budget": budget,
                            "compare.families": ",".join(c.model.family for c in configs),
                            "compare.seed": seed, "compare.labels": labels})
+        study_runs = []
         for config in configs:
             log.warning("compare: %s study (%s budget)", config.model.family, budget)
             metrics[config.model.family] = tune(config, dataset, progress=progress)
+            study_runs.append(result_run_id(config, dataset.digest))
+        mlflow.set_tag("fer.study_runs", ",".join(filter(None, study_runs)))
         promotion = registry.promote(dataset.label_set)
         mlflow.set_tag("fer.promotion", promotion.reason)
-        page = report.log_report(out, experiment, parent=run.info.run_id)
+        page = report.log_report(out, experiment, runs=[r for r in study_runs if r])
     return Comparison(metrics, promotion, page, run.info.run_id)
 
 

@@ -30,6 +30,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +108,10 @@ class Study:
         return "/".join(str(int(m.get(f"trials_{s}", 0))) for s in ("complete", "pruned", "failed"))
 
 
-def studies(experiment: str, selection: str = "latest", parent: str | None = None) -> list[Study]:
-    """Each family's latest finished study in ``experiment`` (only those nested in run
-    ``parent`` when given), and its latest distilled one beside it; or the study that
+def studies(experiment: str, selection: str = "latest",
+            runs: Sequence[str] | None = None) -> list[Study]:
+    """Each family's latest finished study in ``experiment`` (only the study runs ``runs``
+    when given: a ``compare``'s), and its latest distilled one beside it; or the study that
     produced its registered champion. One per label set, FER2013's first."""
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, not {selection!r}")
@@ -128,9 +130,13 @@ def studies(experiment: str, selection: str = "latest", parent: str | None = Non
     else:
         where = "tags.`fer.role` = 'study' and attributes.status = 'FINISHED'"
         scope = {"experiment_names": [experiment]}
-        if parent:  # the parent's experiment: `mlflow run` may have put it in another
-            where += f" and tags.`mlflow.parentRunId` = '{parent}'"
-            scope = {"experiment_ids": [client.get_run(parent).info.experiment_id]}
+        if runs is not None:  # their experiment: `mlflow run` may have put them in another
+            if not runs:
+                return []
+            where += " and attributes.run_id IN ({})".format(
+                ", ".join(f"'{run_id}'" for run_id in runs))
+            scope = {"experiment_ids": sorted({client.get_run(r).info.experiment_id
+                                               for r in runs})}
         runs = mlflow.search_runs(**scope, output_format="list", filter_string=where,
                                   order_by=["attributes.start_time DESC"])
         for run in runs:
@@ -441,20 +447,20 @@ _OTHER_LABELS = ("Sections named for another label set hold the studies of that 
 
 
 def write_report(out: str | Path, experiment: str = "fer-lab", selection: str = "latest",
-                 parent: str | None = None) -> Path:
+                 runs: Sequence[str] | None = None) -> Path:
     """Writes the report into ``out``; returns the HTML file.
 
     Args:
         out: the folder to write into.
         experiment: the MLflow experiment to read.
         selection: ``latest`` study per family, or the study of each ``champion``.
-        parent: only studies nested in this run (a ``compare`` run).
+        runs: only these study runs (a ``compare``'s).
 
     Raises:
         LookupError: the experiment has no finished study.
     """
     out = Path(out)
-    found = studies(experiment, selection, parent)
+    found = studies(experiment, selection, runs)
     if not found:
         raise LookupError(f"no finished study in experiment {experiment!r}: "
                           "run `fer-lab tune FAMILY` first")
@@ -494,10 +500,10 @@ def write_report(out: str | Path, experiment: str = "fer-lab", selection: str = 
 
 
 def log_report(out: str | Path, experiment: str = "fer-lab", selection: str = "latest",
-               parent: str | None = None) -> Path:
+               runs: Sequence[str] | None = None) -> Path:
     """Writes the report and logs it as the artifacts of a run of its own, ``report``
     (nested in the active run, if any)."""
-    page = write_report(out, experiment, selection, parent)
+    page = write_report(out, experiment, selection, runs)
     with tracking.report_run(experiment):
         mlflow.log_artifacts(str(Path(out)), artifact_path="report")
     return page

@@ -89,8 +89,15 @@ def trial_run(family: str, number: int, study: str, parent: str | None = None,
         run = mlflow.start_run(nested=True, run_name=name, tags=tags)
     else:
         experiment = mlflow.MlflowClient().get_run(parent).info.experiment_id
-        run = mlflow.start_run(experiment_id=experiment, parent_run_id=parent, run_name=name,
-                               tags=tags)
+        # Under `mlflow run` (a worker of a job array), start_run would take over the run
+        # `mlflow run` made for this process instead of opening the trial's.
+        own = os.environ.pop("MLFLOW_RUN_ID", None)
+        try:
+            run = mlflow.start_run(experiment_id=experiment, parent_run_id=parent,
+                                   run_name=name, tags=tags)
+        finally:
+            if own is not None:
+                os.environ["MLFLOW_RUN_ID"] = own
     try:
         yield run
     except BaseException as err:

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 LEAD_WAIT = 120.0  # seconds a worker waits for the study's lead to open the study run
 AUTO = "auto"  # a parameter value the fit resolves (fit_settings_), e.g. the CNN's precision
 SEARCH_SECONDS_ATTR = "search_seconds"  # an unfinished search's time so far (study attr)
+# The study attr naming the study run that refit, evaluated and registered the study's best,
+# with the configuration and number of trials it did that for.
+RESULT_ATTR = "fer.result"
 
 
 class Reporter:
@@ -240,10 +243,21 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
 
     Returns:
         The study run's metrics (validation and test scores of the refit best); empty
-        when this process joined another's lead.
+        when this process joined another's lead. A study that already ran to its end with
+        this very configuration is not refit again: its run's metrics are returned (a
+        main job re-run after an interruption goes on from the family it stopped in).
     """
     tracking.configure()
     study, dataset, splits = open_study(config, dataset)
+    done = result_run(study, config)
+    if done is not None:
+        log.warning("study %s already ran to its end with this configuration (run %s): "
+                    "nothing to do; --trials N adds trials, --study-name starts another "
+                    "study", study.study_name, done.info.run_id)
+        if os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
+            mlflow.MlflowClient().set_tag(os.environ["MLFLOW_RUN_ID"], "fer.same_as",
+                                          done.info.run_id)  # the `mlflow run` run: empty
+        return dict(done.data.metrics)
     if not parallel.claim_lead(study, config.storage, config.heartbeat):
         ran = join(config)
         log.warning("study %s has a live lead elsewhere: this process joined it and ran %d "
@@ -335,7 +349,41 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
             log.warning("registry: %s", decision.reason)
         shutil.rmtree(checkpoints, ignore_errors=True)  # the model is logged: nothing to resume
         study.set_user_attr(SEARCH_SECONDS_ATTR, None)  # done: a re-run searches afresh
+        study.set_user_attr(RESULT_ATTR, {"run": run.info.run_id, "config": _digest(config),
+                                          "trials": parallel.counted(study)})
     return metrics
+
+
+def _digest(config: TuneConfig) -> str:
+    import json
+
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def result_run_id(config: TuneConfig, digest: str) -> str | None:
+    """The study run that refit and registered the best of ``config``'s study on the data
+    of ``digest`` (``tune``'s, this one or an earlier one's); None before it has."""
+    study = optuna.load_study(study_name=study_name(config, digest),
+                              storage=parallel.storage(config.storage))
+    return (study.user_attrs.get(RESULT_ATTR) or {}).get("run")
+
+
+def result_run(study: optuna.Study, config: TuneConfig):
+    """The finished study run that refit and registered ``study``'s best with ``config``
+    and the trials the study holds now; None when there is none (another configuration,
+    trials added since, or the run did not finish)."""
+    from mlflow.exceptions import MlflowException
+
+    done = study.user_attrs.get(RESULT_ATTR)
+    if not done or done.get("config") != _digest(config) or \
+            done.get("trials") != parallel.counted(study):
+        return None
+    try:
+        run = mlflow.MlflowClient().get_run(done["run"])
+    except MlflowException:  # deleted, or another tracking store
+        return None
+    return run if run.info.status == "FINISHED" else None
 
 
 def study_checkpoints(config: TuneConfig, study: str) -> Path:

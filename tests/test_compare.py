@@ -14,6 +14,7 @@ import pytest
 from conftest import check_study, mlflow_server
 
 from fer_lab import machine
+from fer_lab import report as fer_report
 from fer_lab.compare import study_configs
 from fer_lab.config import TuneConfig, load_family
 from fer_lab.data import EMOTIONS, load, split
@@ -62,6 +63,46 @@ def test_the_main_job_ends_with_the_ensemble_of_its_champions(budget):
         {k: v for k, v in own.params.items() if k != "members"}
     for config in configs[:-1]:  # the other families keep the budget's settings
         assert config == load_family(config.family, budget=budget)
+
+
+def test_a_main_job_run_again_goes_on_from_the_study_it_stopped_in(tracking, tmp_path,
+                                                                   monkeypatch):
+    """Killed (here: failing) in its second study, the main job run again does not redo
+    the first, and its report still shows both."""
+    from fer_lab import tuning
+    from fer_lab.compare import compare
+    from fer_lab.models.decision_tree import TreeClassifier
+
+    refit = tuning.refit_and_evaluate
+
+    def interrupted(family, *args, **kwargs):
+        if family == "knn":
+            raise KeyboardInterrupt
+        return refit(family, *args, **kwargs)
+
+    kwargs = dict(data="synthetic:20", budget="quick", families=["tree", "knn"],
+                  experiment=tmp_path.name, storage=f"sqlite:///{tmp_path}/optuna.db",
+                  out=tmp_path / "report", progress=False)
+    monkeypatch.setattr(tuning, "refit_and_evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compare(**kwargs)
+    monkeypatch.setattr(tuning, "refit_and_evaluate", refit)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the finished tree study was fitted again")
+
+    monkeypatch.setattr(TreeClassifier, "fit", no_fit)
+    done = compare(**kwargs)
+    assert set(done.metrics) == {"tree", "knn"}
+    runs = mlflow.search_runs(experiment_names=[tmp_path.name], output_format="list")
+    trees = [r for r in runs if r.data.tags.get("fer.role") == "study"
+             and r.data.tags.get("fer.family") == "tree"]
+    assert len(trees) == 1 and trees[0].info.status == "FINISHED"
+    [again] = [r for r in runs if r.info.run_id == done.run_id]
+    shown = fer_report.studies(tmp_path.name, runs=again.data.tags["fer.study_runs"].split(","))
+    assert sorted(s.family for s in shown) == ["knn", "tree"]
+    assert trees[0].info.run_id in {s.run.info.run_id for s in shown}
+    assert done.report.exists()
 
 
 # The main job runs every family's study (about 2 minutes): slow.

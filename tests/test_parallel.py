@@ -62,6 +62,26 @@ def test_the_lead_waits_for_trials_running_elsewhere_and_not_for_lost_ones():
     assert parallel.lost(study.trials[1]) and parallel.counted(study) == 1
 
 
+def test_a_worker_started_by_mlflow_run_nests_its_trials_under_the_lead(tracking,
+                                                                        monkeypatch):
+    """Identical `mlflow run` commands (a job array): the workers' trial runs go under the
+    lead's study run, not into the run `mlflow run` made for each worker."""
+    from fer_lab import tracking as fer_tracking
+
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment(f"job-array-{uuid.uuid4().hex[:8]}")
+    own = client.create_run(experiment).info.run_id  # the worker's `mlflow run` run
+    lead = client.create_run(experiment).info.run_id  # the lead's study run
+    monkeypatch.setenv("MLFLOW_RUN_ID", own)
+    with fer_tracking.trial_run("knn", 3, "s", parent=lead) as run:
+        mlflow.log_metric("val_accuracy", 0.5)
+    assert run.info.run_id not in (own, lead)
+    trial = client.get_run(run.info.run_id)
+    assert trial.data.tags["mlflow.parentRunId"] == lead
+    assert trial.data.tags["fer.trial"] == "3" and trial.info.status == "FINISHED"
+    assert "val_accuracy" not in client.get_run(own).data.metrics
+
+
 def test_sqlite_refuses_parallel_workers_with_a_clear_message(tmp_path, capsys):
     with pytest.raises(ValueError, match="journal.*optuna.journal"):
         parallel.storage(f"sqlite:///{tmp_path}/o.db", workers=2)

@@ -187,6 +187,31 @@ def test_a_failed_registration_keeps_the_refit_for_the_rerun(tracking, tmp_path,
         ["FINISHED"]
 
 
+def test_a_finished_study_run_again_returns_its_result_without_refitting(
+        tracking, tmp_path, dataset, monkeypatch):
+    from fer_lab.models.decision_tree import TreeClassifier
+
+    config = quick_config("tree", tmp_path, trials=1)
+    first = tune(config, dataset, progress=False)
+    fit = TreeClassifier.fit
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished study was fitted again")
+
+    monkeypatch.setattr(TreeClassifier, "fit", no_fit)
+    again = tune(config, dataset, progress=False)
+    assert again["test_all_accuracy"] == first["test_all_accuracy"]
+    assert again["fit_seconds"] == first["fit_seconds"]
+    studies = [r for r in runs_of(config.experiment) if r.data.tags.get("fer.role") == "study"]
+    assert len(studies) == 1
+    # Another configuration (here one more trial) is a new result.
+    monkeypatch.setattr(TreeClassifier, "fit", fit)
+    more = tune(quick_config("tree", tmp_path, trials=2), dataset, progress=False)
+    assert more["trials_complete"] == 2
+    assert len([r for r in runs_of(config.experiment)
+                if r.data.tags.get("fer.role") == "study"]) == 2
+
+
 @pytest.mark.slow
 def test_default_study_name_keeps_data_sets_apart(tracking, tmp_path, dataset):
     config = dataclasses.replace(quick_config("tree", tmp_path), study_name=None)
