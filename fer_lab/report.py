@@ -137,9 +137,8 @@ def studies(experiment: str, selection: str = "latest",
                 ", ".join(f"'{run_id}'" for run_id in runs))
             scope = {"experiment_ids": sorted({client.get_run(r).info.experiment_id
                                                for r in runs})}
-        runs = mlflow.search_runs(**scope, output_format="list", filter_string=where,
-                                  order_by=["attributes.start_time DESC"])
-        for run in runs:
+        for run in mlflow.search_runs(**scope, output_format="list", filter_string=where,
+                                      order_by=["attributes.start_time DESC"]):
             study = Study(run.data.tags["fer.family"], run)
             found.setdefault((study.label_set, study.family, bool(study.teacher)), study)
     order = list(labels.LABEL_SETS)

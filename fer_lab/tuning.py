@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -171,8 +172,6 @@ def study_name(config: TuneConfig, digest: str) -> str:
     defining = {k: config.model.params[k] for k in STUDY_DEFINING
                 if config.model.params.get(k)}
     if defining:
-        import json
-
         text = json.dumps(defining, sort_keys=True, default=str)
         name += "-" + hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
     return name
@@ -355,8 +354,6 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
 
 
 def _digest(config: TuneConfig) -> str:
-    import json
-
     text = json.dumps(config.to_dict(), sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
