@@ -434,11 +434,13 @@ def join(config: TuneConfig, deadline: float | None = None, worker: int | None =
 
 @contextlib.contextmanager
 def _progress(study: optuna.Study, total: int, show: bool):
-    """A progress bar of the study's finished trials, whoever ran them."""
+    """A progress bar of the study's finished trials, whoever ran them (those lost with
+    their worker are run again: not counted)."""
     from tqdm.auto import tqdm
 
     def finished() -> int:
-        return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        return sum(t.state.is_finished() and not parallel.lost(t)
+                   for t in study.get_trials(deepcopy=False))
 
     with tqdm(total=total, initial=finished(), disable=not show, desc=study.study_name,
               unit="trial") as bar:
