@@ -416,7 +416,7 @@ def join(config: TuneConfig, deadline: float | None = None, worker: int | None =
     """
     tracking.configure()
     study, _, splits = open_study(config, worker=worker or 1 + os.getpid())
-    if len(study.get_trials(deepcopy=False)) >= config.model.study.trials:
+    if parallel.counted(study) >= config.model.study.trials:
         return 0  # the study already has its trials: nothing to join
     parent = parallel.lead_run(study, LEAD_WAIT)
     if parent is None:
