@@ -130,6 +130,23 @@ class Splits:
         return {name: split for name, split in named.items() if len(split)}
 
 
+def upright_grey(image):
+    """A decoded ``PIL.Image`` as 8-bit grey, the way it is shown: its EXIF orientation
+    applied (phones store portraits on their side), and 16-bit or float samples scaled to
+    0..255 (Pillow's own conversion clips them, turning a 16-bit face white)."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
+            values = values / 257.0  # 16 bits: 65535 -> 255
+        elif image.mode == "F" and values.max() <= 1.0:
+            values = values * 255.0  # floats in 0..1
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("L")
+
+
 def default_cache_dir() -> Path:
     """fer-lab's cache folder: ``$FER_LAB_CACHE``, else ``~/.cache/fer-lab``."""
     return Path(os.environ.get("FER_LAB_CACHE") or Path.home() / ".cache" / "fer-lab")
@@ -550,7 +567,8 @@ def _read_images(where: str, tree: Tree) -> Arrays:
                     continue
                 try:
                     with Image.open(io.BytesIO(read())) as img:
-                        grey = img.convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
+                        grey = upright_grey(img).resize((SIDE, SIDE),
+                                                        Image.Resampling.BILINEAR)
                 except (OSError, UnidentifiedImageError) as err:
                     raise DataError(f"{where}/{part}/{class_name}/{name}: not a readable image "
                                     f"({err})") from err

@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ParamSchema, ParamSpec
 
 from fer_lab import calibration
-from fer_lab.data import EMOTIONS, N_PIXELS
+from fer_lab.data import EMOTIONS, N_PIXELS, upright_grey
 
 # MLflow's advice for other kinds of model, printed on every `tune` and `predict`: our
 # input is checked by ``to_pixels``, deliberately not by a schema (see ``log_model``).
@@ -88,7 +88,7 @@ def open_grey(data: Any, row: int):
                          f"not {type(data).__name__}")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return image.convert("L")
+            return upright_grey(image)
     except UnidentifiedImageError:
         raise InputError(f"row {row}: cannot decode the image: not in a format Pillow reads "
                          "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None

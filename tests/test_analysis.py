@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from fer_lab import Analyzer, cli, registry
-from fer_lab.analysis import demo, detect
+from fer_lab.analysis import demo, detect, outputs
 from fer_lab.analysis.analyzer import DETECT_INTERVAL
 from fer_lab.analysis.tracks import Tracker
 from fer_lab.data import EMOTIONS
@@ -100,6 +100,35 @@ def test_the_summary_timeline_and_annotated_video(analysed):
     assert ok and first_frame.shape == (480, 640, 3)
 
 
+def test_videos_of_one_name_in_two_folders_get_an_annotated_video_each(champion, video,
+                                                                       tmp_path):
+    from fer_lab.analysis import job
+
+    copies = []
+    for day in ("day1", "day2"):
+        (tmp_path / day).mkdir()
+        copies.append(tmp_path / day / "interview.mp4")
+        copies[-1].write_bytes(video.read_bytes())
+    outcome = job.analyze([str(c) for c in copies], Analyzer(MODEL), tmp_path / "out",
+                          max_seconds=0.2, annotate=True, experiment=None, progress=False)
+    written = sorted(p.name for p in (tmp_path / "out").glob("annotated_*.mp4"))
+    assert written == ["annotated_interview.mp4", "annotated_interview_2.mp4"]
+    assert len([p for p in outcome.written if p.suffix == ".mp4"]) == 2
+
+
+def test_a_video_with_one_analysed_frame_is_summarised_by_that_frame():
+    """A clip shorter than one --fps step: no duration to weight by, yet its face's
+    emotion is the frame's, not the first class's."""
+    happy = {e: 0.0 for e in EMOTIONS} | {"happy": 0.9, "neutral": 0.1}
+    frames = pd.DataFrame([{"source": "clip.mp4", "frame": 0, "time_s": 0.0, "face_id": 1.0,
+                            "emotion": "happy", "confidence": 0.9, **happy}])
+    entry = outputs.summarize(frames)["sources"]["clip.mp4"]
+    for summary in (entry["all_faces"], entry["faces"]["1"]):
+        assert summary["dominant_emotion"] == "happy"
+        assert summary["share_of_time"]["happy"] == 1.0
+        assert summary["mean_probabilities"]["happy"] == pytest.approx(0.9)
+
+
 def test_the_analysis_is_an_mlflow_run(analysed):
     runs = mlflow.search_runs(experiment_names=["fer-lab"],
                               filter_string="tags.`fer.role` = 'analysis'", output_format="list")
@@ -122,6 +151,13 @@ def test_every_and_fps_choose_the_frames(champion, video):
     assert sorted(every["frame"].unique()) == list(range(0, FRAMES, 5))
     per_second = analyzer.analyze(video, fps=5)
     assert sorted(per_second["frame"].unique()) == list(range(0, FRAMES, 5))
+    # A rate that does not divide the source's keeps its grid: 10 a second of 25, not 8.3.
+    ten = analyzer.analyze(video, fps=10)
+    assert ten["frame"].nunique() == 10 * FRAMES // FPS
+    with pytest.raises(ValueError, match="not both"):
+        analyzer.analyze(video, every=2, fps=10)
+    with pytest.raises(ValueError, match="positive"):
+        analyzer.analyze(video, fps=0)
     short = analyzer.analyze(video, max_seconds=1.0)
     assert short["time_s"].max() <= 1.0 and short["frame"].nunique() == FPS + 1
 

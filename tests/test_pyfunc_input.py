@@ -86,6 +86,25 @@ def test_images_decode_or_name_the_row(seed, size, mode, cut, as_text):
     assert pixels.shape == (2, N) and pixels.dtype == np.uint8
 
 
+def test_an_image_decodes_as_it_is_shown_and_16_bit_ones_are_scaled():
+    """A phone's portrait (stored on its side, EXIF orientation 6) is a face upright; a
+    16-bit grey image keeps its contrast instead of turning white."""
+    stored = np.zeros((48, 48), np.uint8)
+    stored[:, :24] = 255  # left half white as stored: the top half once turned upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpeg = io.BytesIO()
+    Image.fromarray(stored).save(jpeg, "JPEG", exif=exif, quality=95)
+    sixteen = io.BytesIO()
+    Image.fromarray(np.tile(np.linspace(0, 65535, 48).astype(np.uint16), (48, 1))).save(
+        sixteen, "PNG")
+    upright, scaled = to_pixels(pd.DataFrame({"image": [jpeg.getvalue(),
+                                                        sixteen.getvalue()]})).reshape(2, 48, 48)
+    assert upright[:20].mean() > 230 and upright[28:].mean() < 25
+    assert scaled[:, 0].max() < 10 and scaled[:, -1].min() > 245
+    assert 110 < scaled.mean() < 145
+
+
 @SETTINGS
 @given(blob=st.one_of(st.binary(max_size=200), st.text(max_size=50), st.integers(), st.none()))
 def test_arbitrary_image_cells_never_crash(blob):

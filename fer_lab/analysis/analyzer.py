@@ -24,7 +24,7 @@ import pandas as pd
 
 from fer_lab.analysis import detect, sources
 from fer_lab.analysis.tracks import Tracker
-from fer_lab.data import EMOTIONS
+from fer_lab.data import EMOTIONS, upright_grey
 from fer_lab.pyfunc import classes_of
 
 DEFAULT_MODEL = "models:/fer-emotion@champion"
@@ -174,6 +174,10 @@ class Analyzer:
         """
         if every < 1:
             raise ValueError(f"every must be at least 1, not {every}")
+        if fps is not None and fps <= 0:
+            raise ValueError(f"fps must be positive, not {fps}")
+        if fps and every != 1:
+            raise ValueError("give every or fps, not both")
         opened = sources.open_source(source)
         if on_open is not None:
             on_open(opened)
@@ -196,7 +200,13 @@ class Analyzer:
                     if frame.time is not None and next_analysis is not None \
                             and frame.time < next_analysis - 1e-6:
                         continue
-                    next_analysis = (frame.time or 0.0) + 1.0 / fps
+                    # On a fixed grid of 1/fps from the first frame: stepping from the frame
+                    # taken would lose the remainder each time (25 fps at --fps 10 gave 8.3).
+                    if frame.time is None or next_analysis is None:
+                        next_analysis = (frame.time or 0.0) + 1.0 / fps
+                    else:
+                        while next_analysis <= frame.time + 1e-6:
+                            next_analysis += 1.0 / fps
                 elif frame.index % every:
                     continue
                 grey = detect.grey(frame.image)
@@ -265,9 +275,9 @@ def _grey(image: Any, channels: str) -> np.ndarray:
 
         try:
             with Image.open(io.BytesIO(image)) as opened:
-                return np.asarray(opened.convert("L"))
+                return np.asarray(upright_grey(opened))
         except (UnidentifiedImageError, OSError, ValueError):
             raise sources.SourceError("cannot decode the image bytes") from None
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        return np.asarray(image.convert("L"))
+        return np.asarray(upright_grey(image))
     return detect.grey(np.asarray(image), channels)

@@ -59,14 +59,20 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
     rows, errors, videos_written, analysed, interrupted = [], [], [], 0, False
     videos = [s for s in specs if not _is_images(s)]
     start = time.perf_counter()
+    names: set[str] = set()
     for spec in specs:
         writer, bar, window = None, None, None
-        name = Path(str(spec)).stem if len(videos) > 1 else ""
+        stem = name = Path(str(spec)).stem if len(videos) > 1 else ""
+        while name in names:  # day1/interview.mp4 and day2/interview.mp4: one file each
+            name = f"{stem}_{len(names) + 1}"
+        names.add(name)
 
         def opened(source: sources.Source) -> None:
             nonlocal writer, bar, window
             if annotate and source.kind != "images":
-                rate = (fps or (source.fps or 25.0) / every)
+                # What is analysed per second of the source: at most its own rate.
+                rate = min(fps, source.fps) if fps and source.fps \
+                    else fps or (source.fps or 25.0) / every
                 writer = outputs.AnnotatedVideo(
                     out / (f"annotated_{name}.mp4" if name else "annotated.mp4"), rate)
                 videos_written.append(writer.path)

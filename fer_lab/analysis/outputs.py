@@ -37,6 +37,8 @@ def _durations(frames: pd.DataFrame) -> pd.Series:
 
 def _emotion_summary(faces: pd.DataFrame, seconds: pd.Series) -> dict[str, Any]:
     weight = seconds.loc[faces.index]
+    if not float(weight.sum()):  # no duration (a lone frame, photos): each frame counts once
+        weight = pd.Series(1.0, index=faces.index)
     total = float(weight.sum())
     classes = class_columns(faces)
     share = {e: float(weight[faces["emotion"] == e].sum() / total) if total else 0.0
