@@ -327,37 +327,92 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("patience", [None, 1])
 def test_an_interrupted_fit_resumes_from_its_checkpoint(splits, tmp_path, caplog,
-                                                      one_thread):
+                                                      one_thread, patience):
+    """With ``patience``, the kill comes in the epoch before early stopping ends the
+    uninterrupted fit: the resumed one must stop there too."""
     # A fixed setting: `auto` measures, and under load two fits may choose differently.
-    params = {**TINY, "epochs": 4, "mixed_precision": "fp32", "channels_last": False}
+    params = {**TINY, "epochs": 6 if patience else 4, "mixed_precision": "fp32",
+              "channels_last": False, "patience": patience}
     data = fit_args(splits)
     whole = create("cnn", **params).fit(**data)
+    assert len(whole.history_) >= 2
+    done = min(2, len(whole.history_) - 1)  # epochs saved before the kill
     checkpoint = tmp_path / "fit.ckpt"  # in checkpoint_dir
 
-    def stop_in_the_third_epoch(metrics):
-        if len(seen) == 2:
+    def stop_after_the_saved_epochs(metrics):
+        if len(seen) == done:
             raise Interrupted
         seen.append(metrics)
 
     seen = []
     with pytest.raises(Interrupted):
-        create("cnn", **params, checkpoint_dir=str(tmp_path)).fit(**data,
-                                                                report=stop_in_the_third_epoch)
-    assert checkpoint.is_file()  # the two epochs done survive the process
+        create("cnn", **params, checkpoint_dir=str(tmp_path)).fit(
+            **data, report=stop_after_the_saved_epochs)
+    assert checkpoint.is_file()  # the epochs done survive the process
     resumed = create("cnn", **params, checkpoint_dir=str(tmp_path)).fit(**data)
-    assert "2 epoch(s) done" in caplog.text
-    assert resumed.fit_metrics_["resumed_epochs"] == 2
+    assert f"{done} epoch(s) done" in caplog.text
+    assert resumed.fit_metrics_["resumed_epochs"] == done
     assert not checkpoint.exists()  # removed once training ends
-    assert resumed.history_[:2] == seen
+    assert resumed.history_[:done] == seen
     # the same training goes on: weights, optimizer, schedule, batch order and augmentation
     # carried over, so every later epoch and the final weights are the uninterrupted fit's
     assert [(h["train_loss"], h["val_accuracy"]) for h in resumed.history_] == \
         [(h["train_loss"], h["val_accuracy"]) for h in whole.history_]
-    assert len(resumed.history_) == 4
     for mine, theirs in zip(resumed.net_.state_dict().values(),
                             whole.net_.state_dict().values()):
         assert torch.equal(mine, theirs)
+
+
+def test_a_resumed_fit_keeps_what_the_interrupted_one_resolved(splits, tmp_path, monkeypatch):
+    """The probe's rate moves with the machine's day: a fit resumed the next morning keeps
+    the precision, layout and recipe it started with instead of switching mid-fit."""
+    from fer_lab.training import hardware
+
+    params = {**TINY, "epochs": 4, "max_minutes": 10.0, "long_epochs": 4,
+              "long_params": {"dropout": 0.3}, "checkpoint_dir": str(tmp_path)}
+    monkeypatch.setattr(hardware, "resolve", lambda *a, **k: hardware.Setting("fp32", False))
+    monkeypatch.setattr(hardware, "probed_rate", lambda *a: 1e6)  # fast: the long recipe
+
+    seen = []
+
+    def stop_in_the_second_epoch(metrics):  # the first epoch is saved
+        if seen:
+            raise Interrupted
+        seen.append(metrics)
+
+    with pytest.raises(Interrupted):
+        create("cnn", **params).fit(**fit_args(splits), report=stop_in_the_second_epoch)
+    monkeypatch.setattr(hardware, "resolve", lambda *a, **k: hardware.Setting("fp32", True))
+    monkeypatch.setattr(hardware, "probed_rate", lambda *a: 1e-3)  # slow now: default
+    resumed = create("cnn", **params).fit(**fit_args(splits))
+    assert resumed.fit_metrics_["resumed_epochs"] == 1
+    assert resumed.fit_settings_ == {"mixed_precision": "fp32", "channels_last": False,
+                                     "recipe": "long"}
+    assert resumed.net_.head[2].p == 0.3  # the long recipe's dropout
+
+
+def test_a_fit_killed_while_choosing_its_tta_is_not_trained_again(splits, tmp_path,
+                                                                  monkeypatch):
+    from fer_lab.models.cnn import CNNClassifier
+
+    params = {**TINY, "mixed_precision": "fp32", "channels_last": False, "tta": "auto",
+              "checkpoint_dir": str(tmp_path)}
+    choose = CNNClassifier._choose_tta
+
+    def killed(self, *args):
+        raise Interrupted
+
+    monkeypatch.setattr(CNNClassifier, "_choose_tta", killed)
+    with pytest.raises(Interrupted):
+        create("cnn", **params).fit(**fit_args(splits))
+    assert (tmp_path / "fit.ckpt").is_file()  # the trained epochs outlive the kill
+    monkeypatch.setattr(CNNClassifier, "_choose_tta", choose)
+    again = create("cnn", **params).fit(**fit_args(splits))
+    assert again.fit_metrics_["resumed_epochs"] == TINY["epochs"]
+    assert len(again.history_) == TINY["epochs"] and again.tta_ in ("none", "flip", "crops")
+    assert not (tmp_path / "fit.ckpt").exists()
 
 
 def test_a_checkpoint_of_other_parameters_is_not_resumed_from(splits, tmp_path, caplog):

@@ -172,6 +172,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         from fer_lab import nets, training
         from fer_lab.training import hardware
+        from fer_lab.training.callbacks import saved_fit
 
         if self.class_weighting != "none" and self.balanced_sampling:
             raise ValueError("balanced_sampling corrects the class imbalance already; "
@@ -190,9 +191,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                              f"data has {len(names)} ({', '.join(names)})")
         data = training.ArrayDataModule((X, y), (X_val, y_val), self.batch_size,
                                         self.balanced_sampling, soft_targets=soft)
-        setting = hardware.resolve(self.arch, self.width, data.train_batch_size,
-                                   self.mixed_precision, self.channels_last)
-        recipe, p = self._recipe(len(X), data.train_batch_size)
+        checkpoint = self._checkpoint()  # the data is digested only for a checkpoint
+        identity = self._identity(X, y, X_val, y_val, soft) if checkpoint else ""
+        saved = saved_fit(checkpoint, identity) if checkpoint else None
+        if saved and saved["settings"]:
+            # A resumed fit keeps what the interrupted one resolved: the machine's speed
+            # moves by the day, and a re-probe could switch precision or recipe mid-fit.
+            setting = hardware.Setting.parse(saved["settings"]["setting"])
+            recipe = saved["settings"]["recipe"]
+            p = {**self.get_params(), **(self.long_params if recipe == "long" else {})}
+        else:
+            setting = hardware.resolve(self.arch, self.width, data.train_batch_size,
+                                       self.mixed_precision, self.channels_last)
+            recipe, p = self._recipe(len(X), data.train_batch_size)
         self.fit_settings_ = {"mixed_precision": setting.precision,
                               "channels_last": setting.channels_last, "recipe": recipe}
         seed_everything(self.seed, workers=True, verbose=False)
@@ -211,12 +222,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             channels_last=setting.channels_last, max_minutes=self.max_minutes,
             train_sides=sides, distill=self.distill if self.teacher else 0.0)
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
-        checkpoint = self._checkpoint()  # the data is digested only for a checkpoint
         best = training.fit(module, data, epochs=epochs, precision=setting.precision,
                             patience=self.patience, devices=self.devices,
                             strategy=self.strategy, report=report, checkpoint=checkpoint,
-                            identity=self._identity(X, y, X_val, y_val, soft)
-                            if checkpoint else "")
+                            identity=identity,
+                            settings={"setting": setting.name, "recipe": recipe})
         self.net_ = net.cpu().eval().to(memory_format=torch.contiguous_format)
         self.history_ = best.history
         self.best_epoch_ = best.best_epoch
@@ -228,6 +238,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.tta_ = self.tta
         if self.tta == "auto":
             self._choose_tta(X_val, y_val)
+        if checkpoint is not None:  # kept until here: a kill while choosing resumes the end
+            checkpoint.unlink(missing_ok=True)
         return self
 
     def _recipe(self, n_train: int, batch: int) -> tuple[str, dict]:

@@ -77,9 +77,11 @@ class EpochCheckpoint(Callback):
     tells whether a file found on disk belongs to this fit.
     """
 
-    def __init__(self, path: str | os.PathLike, identity: str):
+    def __init__(self, path: str | os.PathLike, identity: str,
+                 settings: Mapping[str, Any] | None = None):
         self.path = Path(path)
         self.identity = identity
+        self.settings = dict(settings or {})  # what the fit resolved: a resume keeps it
         self._generators: dict[str, Any] | None = None  # loaded, set when training restarts
 
     def on_validation_end(self, trainer: L.Trainer, module: FerModule) -> None:
@@ -91,7 +93,8 @@ class EpochCheckpoint(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, module: FerModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {
-            "identity": self.identity, "torch_rng": torch.get_rng_state(),
+            "identity": self.identity, "settings": self.settings,
+            "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
             "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
 
@@ -116,14 +119,24 @@ class EpochCheckpoint(Callback):
     def saved_epochs(self) -> int | None:
         """The epochs completed by the checkpoint at ``path`` when it is this fit's (same
         identity); None when there is none, or another fit's, or an unreadable one."""
-        if not self.path.is_file():
-            return None
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - unreadable: nothing to resume from
-            return None
-        if saved.get(CHECKPOINT_KEY, {}).get("identity") != self.identity:
-            return None
-        [record] = [state for key, state in saved["callbacks"].items()
-                    if key.startswith(BestEpoch.__name__)]
-        return len(record["history"])
+        saved = saved_fit(self.path, self.identity)
+        return None if saved is None else saved["epochs"]
+
+
+def saved_fit(path: str | os.PathLike, identity: str) -> dict[str, Any] | None:
+    """What the checkpoint at ``path`` holds of the fit ``identity`` names: ``epochs``
+    completed and the ``settings`` it resolved (precision, layout, recipe); None when there
+    is none, or another fit's, or an unreadable one."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - unreadable: nothing to resume from
+        return None
+    own = saved.get(CHECKPOINT_KEY, {})
+    if own.get("identity") != identity:
+        return None
+    [record] = [state for key, state in saved["callbacks"].items()
+                if key.startswith(BestEpoch.__name__)]
+    return {"epochs": len(record["history"]), "settings": own.get("settings") or {}}

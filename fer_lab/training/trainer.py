@@ -8,6 +8,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
@@ -27,7 +28,8 @@ STRATEGIES = ("auto", "ddp")
 def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str = "fp32",
         patience: int | None = None, devices: int = 1, strategy: str = "auto",
         report: Callable[[Mapping[str, float]], None] | None = None,
-        checkpoint: str | os.PathLike | None = None, identity: str = "") -> BestEpoch:
+        checkpoint: str | os.PathLike | None = None, identity: str = "",
+        settings: Mapping[str, Any] | None = None) -> BestEpoch:
     """Trains ``module.net`` in place and leaves it holding the best epoch's weights.
 
     Args:
@@ -46,10 +48,14 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
         report: called with the epoch's metrics after each validation.
         checkpoint: a file to save the training state to after every epoch
             (``EpochCheckpoint``); when it holds the state of an interrupted fit with the
-            same ``identity``, training resumes from it. Removed when the fit ends. Not
-            with DDP.
+            same ``identity``, training resumes from it. Left for the caller to remove
+            once it has what it needs of the fit (a kill before that resumes the fit's
+            end, not a new fit).
+            Not with DDP.
         identity: what this fit trains (a digest of its parameters and data): a
             checkpoint with another identity is not resumed from but overwritten.
+        settings: what the fit resolved on this machine (precision, layout, recipe),
+            saved with the checkpoint for a resumed fit to keep (``saved_fit``).
 
     Returns:
         The callback holding the per-epoch history and the best epoch; its
@@ -68,8 +74,11 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
         # The bar redraws as often as the loss is read, not on every step.
         callbacks: list[Callback] = [best, TQDMProgressBar(refresh_rate=HOST_SYNC_EVERY)]
         resume_from = None
+        if patience is not None:  # before the saver: it saves the count with this epoch's
+            callbacks.append(EarlyStopping("val_accuracy", patience=patience, mode="max",
+                                           check_on_train_epoch_end=False))
         if checkpoint is not None:
-            saver = EpochCheckpoint(checkpoint, identity)
+            saver = EpochCheckpoint(checkpoint, identity, settings)
             callbacks.append(saver)  # after BestEpoch: it saves the epoch just recorded
             best.resumed_epochs = saver.saved_epochs() or 0
             if best.resumed_epochs:
@@ -78,9 +87,6 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
                             best.resumed_epochs)
             elif saver.path.exists():
                 log.warning("%s holds another fit's state: starting afresh", saver.path)
-        if patience is not None:
-            callbacks.append(EarlyStopping("val_accuracy", patience=patience, mode="max",
-                                           check_on_train_epoch_end=False))
         strategy_used = "auto"
         if distributed:
             from lightning.pytorch.strategies import DDPStrategy
@@ -100,8 +106,6 @@ def fit(module: FerModule, data: ArrayDataModule, *, epochs: int, precision: str
             best.take_handoff()
             for metrics in best.history if report is not None else ():
                 report(metrics)
-    if checkpoint is not None:
-        Path(checkpoint).unlink(missing_ok=True)
     if best.best_state is not None:
         module.net.load_state_dict(best.best_state)
     return best
