@@ -238,6 +238,25 @@ def test_a_face_keeps_its_id_across_detections():
     assert tracker.update([(206, 0, 50, 50)]) == [3]  # 2 missed twice: a new face
 
 
+def test_a_face_missed_for_a_few_frames_of_a_fast_video_keeps_its_id():
+    """Detecting on every frame at 30 fps, three missed frames are a tenth of a second (a
+    turned head): the face keeps its id; gone longer than the gap and the rounds, not."""
+    tracker = Tracker(max_missed=2, max_gap=0.4)
+    face = (100, 100, 60, 60)
+    assert tracker.update([face], 0.0) == [1]
+    for frame in range(1, 6):  # missed in five frames, 0.17 s
+        assert tracker.update([], frame / 30) == []
+    assert tracker.update([face], 6 / 30) == [1]
+    for frame in range(7, 30):  # missed for 0.77 s: more than the gap
+        tracker.update([], frame / 30)
+    assert tracker.update([face], 1.0) == [2]
+    rounds = Tracker(max_missed=2, max_gap=0.4)  # without times: rounds only
+    rounds.update([face])
+    for _ in range(3):
+        rounds.update([])
+    assert rounds.update([face]) == [2]
+
+
 def test_crop_is_square_and_centred_with_the_margin():
     image = np.zeros((100, 100), np.uint8)
     image[40:60, 40:60] = 255

@@ -183,7 +183,9 @@ class Analyzer:
             on_open(opened)
         video = opened.kind != "images"
         min_face = self.min_face or (VIDEO_MIN_FACE if video else detect.MIN_FACE)
-        tracker = Tracker()
+        # A face keeps its id through two missed rounds, and through the 0.4 s those are
+        # at the default interval when detection runs more often (--detect-interval 0).
+        tracker = Tracker(max_gap=2 * DETECT_INTERVAL)
         batch_frames = 1 if opened.kind == "webcam" else BATCH_FRAMES
         pending: list[FrameResult] = []
         greys: list[np.ndarray] = []
@@ -216,7 +218,7 @@ class Analyzer:
                 elif next_detection is None or frame.time is None \
                         or frame.time >= next_detection - 1e-6:
                     boxes = self.detector(grey, min_face)
-                    ids = tracker.update(boxes)
+                    ids = tracker.update(boxes, frame.time)
                     next_detection = (frame.time or 0.0) + self.detect_interval
                 faces = [Face(box, id=i) for box, i in zip(boxes, ids)]
                 pending.append(FrameResult(opened.name, frame.index, frame.time, frame.image,
