@@ -35,7 +35,9 @@ COLUMNS = ("emotion", "pixels", "Usage")
 # Bump when the cached layout or parsing changes, so stale caches are never read.
 CACHE_VERSION = "1"
 # The adjectives the common image-folder exports of FER2013 name some class folders with.
-FOLDER_ALIASES = {"disgusted": "disgust", "fearful": "fear", "surprised": "surprise"}
+# Other collections' names for FER2013's classes (CK+: anger, happiness, sadness, ...).
+FOLDER_ALIASES = {"disgusted": "disgust", "fearful": "fear", "surprised": "surprise",
+                  "anger": "angry", "happiness": "happy", "sadness": "sad"}
 _FOLDER_NAMES = {
     **{name: i for i, name in enumerate(EMOTIONS)},
     **{alias: EMOTIONS.index(name) for alias, name in FOLDER_ALIASES.items()},

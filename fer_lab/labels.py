@@ -50,8 +50,7 @@ FERPLUS_VERSION = "1"
 
 # Class folders of photo collections: FER2013's exports' adjectives and FER+'s vote names,
 # beside every label set's own class names.
-_FOLDER_ALIASES = {**fer_data.FOLDER_ALIASES, "anger": "angry", "happiness": "happy",
-                   "sadness": "sad"}
+_FOLDER_ALIASES = fer_data.FOLDER_ALIASES
 
 
 def folder_class(folder_name: str) -> str:

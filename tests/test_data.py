@@ -356,6 +356,15 @@ def save(path: Path, array: np.ndarray, **kwargs) -> None:
     Image.fromarray(array).save(path, **kwargs)
 
 
+def test_a_collection_with_ck_plus_folder_names_loads(tmp_path):
+    """CK+ names its folders anger, happiness, sadness: FER2013's angry, happy, sad."""
+    rng = np.random.default_rng(3)
+    for name in ("anger", "Happiness", "sadness", "surprise"):
+        save(tmp_path / "ck" / name / "1.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    data = load(tmp_path / "ck", cache_dir=tmp_path / "cache")
+    assert sorted(EMOTIONS[i] for i in data.labels) == ["angry", "happy", "sad", "surprise"]
+
+
 @pytest.fixture
 def folder(tmp_path):
     rng = np.random.default_rng(11)
