@@ -185,9 +185,10 @@ def model_tags(model_uri: str) -> dict[str, str]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    if model_uri.startswith("runs:/"):
-        return {"fer.model_run_id": model_uri.removeprefix("runs:/").split("/")[0]}
     from fer_lab import registry
+
+    if model_uri.startswith("runs:/"):
+        return {"fer.model_run_id": registry.model_run_id(model_uri)}
 
     client = MlflowClient()
     try:

@@ -209,10 +209,7 @@ def close_lost_runs(study: optuna.Study, experiment_id: str, current_run: str) -
     """Fails the trials of dead workers (stale heartbeats) and ends their MLflow runs as
     KILLED, and so the study runs of dead leads when no trial is left running; returns the
     runs' ids. Completed trials and their runs are not touched."""
-    with warnings.catch_warnings(), contextlib.suppress(Exception):  # no heartbeats: nothing
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    fail_dead_local_trials(study)
+    fail_lost_trials(study)
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     client = MlflowClient()
     runs = client.search_runs(
@@ -275,10 +272,7 @@ def wait_for_running(study: optuna.Study, poll: float = 5.0) -> None:
     worker's trial is failed (stale heartbeat, or its process gone on this host)."""
     told = False
     while True:
-        with warnings.catch_warnings(), contextlib.suppress(Exception):  # no heartbeats
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        fail_dead_local_trials(study)
+        fail_lost_trials(study)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
             return
@@ -287,6 +281,15 @@ def wait_for_running(study: optuna.Study, poll: float = 5.0) -> None:
                         study.study_name, len(running))
             told = True
         time.sleep(poll)
+
+
+def fail_lost_trials(study: optuna.Study) -> None:
+    """Fails the running trials of lost workers: stale heartbeats (database storages) and
+    processes gone on this host (the journal's, which has no heartbeats)."""
+    with warnings.catch_warnings(), contextlib.suppress(Exception):  # no heartbeats: nothing
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    fail_dead_local_trials(study)
 
 
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:

@@ -172,8 +172,7 @@ def study_name(config: TuneConfig, digest: str) -> str:
     defining = {k: config.model.params[k] for k in STUDY_DEFINING
                 if config.model.params.get(k)}
     if defining:
-        text = json.dumps(defining, sort_keys=True, default=str)
-        name += "-" + hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+        name += "-" + _json_digest(defining, 4)
     return name
 
 
@@ -353,9 +352,13 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
     return metrics
 
 
+def _json_digest(value: Any, size: int) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=size).hexdigest()
+
+
 def _digest(config: TuneConfig) -> str:
-    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    return _json_digest(config.to_dict(), 8)
 
 
 def result_run_id(config: TuneConfig, digest: str) -> str | None:

@@ -101,7 +101,7 @@ def _member_tags(uri: str) -> dict[str, str] | None:
         version = registry.model_version(uri, client)
         if version is not None and all(t in version.tags for t in PROVENANCE_TAGS):
             return dict(version.tags)
-        run_id = registry.model_run_id(uri, client)
+        run_id = version.run_id if version is not None else registry.model_run_id(uri, client)
         return dict(client.get_run(run_id).data.tags) if run_id else None
     except MlflowException:
         return None
