@@ -162,12 +162,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model = registry.load_model(args.model)
     faces = evaluate.load_faces(args.data, args.split, args.detect_faces,
-                                args.labels or pyfunc.label_set_of(model))
+                                args.labels or pyfunc.label_set_of(model),
+                                strict=args.labels is not None)
     for path in faces.skipped:
         print(f"{path}: no face found (skipped)", file=sys.stderr)
     m = evaluate.evaluate(args.model, faces, args.experiment, model=model)
     s = faces.split
-    print(f"{args.model} on {faces.source} ({s}): {len(faces.y)} faces")
+    left_out = int(m["faces_left_out"])
+    print(f"{args.model} on {faces.source} ({s}): {int(m['faces'])} faces"
+          + (f" ({left_out} more of classes the model lacks left out)" if left_out else ""))
     for measure in ("accuracy", "macro_f1"):
         print(f"{measure:24s} {m[f'{s}_{measure}']:.4f}  (95% CI "
               f"{m[f'{s}_{measure}_ci95_low']:.4f}-{m[f'{s}_{measure}_ci95_high']:.4f})")
@@ -390,9 +393,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--detect-faces", action="store_true",
                     help="the images are photos: classify the largest face found in each "
                          "(default: each image is one face)")
-    ev.add_argument("--labels", help=LABELS_HELP + " (default: the model's label set; faces "
-                                   "of another label set count as the model's classes of "
-                                   "the same name)")
+    ev.add_argument("--labels", help=LABELS_HELP + " (default: the model's label set, for "
+                                   "FER2013's rows; an image folder's are its folders' names. "
+                                   "Faces count as the model's class of the same name; faces "
+                                   "of a class it lacks are left out and counted)")
     ev.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
     ev.set_defaults(run=_evaluate)
 

@@ -38,18 +38,23 @@ CACHE_VERSION = "1"
 # Other collections' names for FER2013's classes (CK+: anger, happiness, sadness, ...).
 FOLDER_ALIASES = {"disgusted": "disgust", "fearful": "fear", "surprised": "surprise",
                   "anger": "angry", "happiness": "happy", "sadness": "sad"}
-_FOLDER_NAMES = {
-    **{name: i for i, name in enumerate(EMOTIONS)},
-    **{alias: EMOTIONS.index(name) for alias, name in FOLDER_ALIASES.items()},
-}
+# FER+'s eight classes, in FER+'s order under fer-lab's names (``fer_lab.labels.FERPLUS``):
+# the classes of an image folder that has a contempt/ folder (CK+ has one).
+FERPLUS_CLASSES = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
+# What an image folder's class folders can name; a folder read labels image i with
+# FOLDER_CLASSES' index (cached so), and FerData turns contempt's into FER+'s labels.
+FOLDER_CLASSES = EMOTIONS + ("contempt",)
+_FOLDER_NAMES = {**{name: name for name in FOLDER_CLASSES}, **FOLDER_ALIASES}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 _USE_INSTEAD = "use fer2013.csv (inside fer2013.tar.gz) or icml_face_data.csv"
 # Kaggle's download has files with some of FER2013's columns: what such a file holds.
 _KAGGLE_PARTS = {("Usage",): "the training part only, like Kaggle's train.csv",
                  ("emotion", "Usage"): "unlabelled test images only, like Kaggle's test.csv"}
 # A cache entry naming the digest of the data inside an archive, so a later load of the same
-# archive finds its arrays without unpacking it. Bump if archives.search picks differently.
-_ARCHIVE_ALIAS = ".archive1"
+# archive finds its arrays without unpacking it; for an image folder (not a CSV) the digest
+# is followed by " folders". Bump if archives.search picks differently or the content changes.
+_ARCHIVE_ALIAS = ".archive2"
+_FOLDERS = "folders"
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # images, labels, usage
 
@@ -72,6 +77,8 @@ class FerData:
         classes: the class names, FER2013's seven unless a label set
             (``fer_lab.labels``) relabelled the images.
         label_set: the label set's name: ``fer2013``, or e.g. ``ferplus``.
+        folders: the labels are the names of the images' class folders (an image folder
+            or collection), not FER2013's rows: FER+'s votes do not apply to them.
     """
 
     images: np.ndarray
@@ -81,6 +88,7 @@ class FerData:
     source: str
     classes: tuple[str, ...] = EMOTIONS
     label_set: str = "fer2013"
+    folders: bool = False
 
     def counts(self) -> dict[str, list[int]]:
         """Per-usage class counts, for ``fer-lab data check``."""
@@ -189,7 +197,19 @@ def load(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) 
     if arrays is None:
         arrays = _read_folder(path) if path.is_dir() else _read_csv(path)
         _save(cache, digest, arrays)
-    return FerData(*arrays, digest, source)
+    return _folder_data(arrays, digest, source) if path.is_dir() else FerData(*arrays, digest,
+                                                                              source)
+
+
+def _folder_data(arrays: Arrays, digest: str, source: str) -> FerData:
+    """An image folder's data: FER2013's classes, or FER+'s when it has contempt images."""
+    images, labels, usage = arrays
+    contempt = FOLDER_CLASSES.index("contempt")
+    if not (labels == contempt).any():
+        return FerData(images, labels, usage, digest, source, folders=True)
+    to_ferplus = np.array([FERPLUS_CLASSES.index(name) for name in FOLDER_CLASSES])
+    return FerData(images, to_ferplus[labels], usage, digest, source, FERPLUS_CLASSES,
+                   "ferplus", folders=True)
 
 
 def split(data: FerData, val_fraction: float = 0.1, seed: int = 0) -> Splits:
@@ -228,10 +248,11 @@ def _load_archive(path: Path, source: str, cache: Path) -> FerData:
     extracted CSV or folder has."""
     alias = cache / f"{_digest(path)}{_ARCHIVE_ALIAS}"
     if alias.exists():  # unpacked before: the arrays may be cached
-        digest = alias.read_text().strip()
+        digest, _, kind = alias.read_text().strip().partition(" ")
         arrays = _cached(cache, digest)
         if arrays is not None:
-            return FerData(*arrays, digest, source)
+            return (_folder_data(arrays, digest, source) if kind == _FOLDERS
+                    else FerData(*arrays, digest, source))
     try:
         found = archives.search(path, _archive_note)
     except archives.READ_ERRORS as err:
@@ -251,8 +272,11 @@ def _load_archive(path: Path, source: str, cache: Path) -> FerData:
         else:
             arrays = _read_images(found.folder_name, _folder_tree(found.folder))
         _save(cache, digest, arrays)
-    _write_atomic(alias, lambda fh: fh.write(digest.encode()))
-    return FerData(*arrays, digest, source)
+    if found.csv is not None:
+        _write_atomic(alias, lambda fh: fh.write(digest.encode()))
+        return FerData(*arrays, digest, source)
+    _write_atomic(alias, lambda fh: fh.write(f"{digest} {_FOLDERS}".encode()))
+    return _folder_data(arrays, digest, source)
 
 
 def _listing(items: list[str], most: int = 10) -> str:
@@ -499,17 +523,18 @@ def _diagnose_pixels(path: Path, pixels: list[bytes], first_line: int) -> None:
 Tree = dict[str, dict[str, list[tuple[str, Callable[[], bytes]]]]]
 
 
-def emotion_id(folder_name: str) -> int:
-    """The emotion a class folder's name stands for (``happy``, ``Angry``, ``fearful``...).
+def folder_class(folder_name: str) -> str:
+    """The class a class folder's name stands for (``happy``, ``Angry``, ``fearful``,
+    ``contempt``...): one of ``FOLDER_CLASSES``.
 
     Raises:
         DataError: not an emotion's name.
     """
-    label = _FOLDER_NAMES.get(folder_name.lower())
-    if label is None:
+    name = _FOLDER_NAMES.get(folder_name.lower())
+    if name is None:
         raise DataError(f"{folder_name}: not an emotion folder; expected one of "
-                        f"{sorted(_FOLDER_NAMES)}")
-    return label
+                        f"{', '.join(sorted(_FOLDER_NAMES))}")
+    return name
 
 
 def _read_folder(path: Path) -> Arrays:
@@ -561,7 +586,7 @@ def _read_images(where: str, tree: Tree) -> Arrays:
     for part, classes in tree.items():
         for class_name, files in classes.items():
             try:
-                label = emotion_id(class_name)
+                label = FOLDER_CLASSES.index(folder_class(class_name))
             except DataError as err:
                 raise DataError(f"{where}/{part}/{err}") from None
             for name, read in files:

@@ -15,12 +15,13 @@ macro scores average over them).
 
 Scores are in the model's classes (``fer_lab.pyfunc.classes_of``): faces of another label
 set count as the model's class of the same name (FER2013's seven are all among FER+'s
-eight).
+eight); faces of a class the model lacks (CK+'s contempt, for a FER2013 model) are left out
+and counted (``faces_left_out``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,17 @@ class Faces:
     classes: tuple[str, ...] = EMOTIONS
     label_set: str = label_sets.DEFAULT
 
+    def among(self, classes: tuple[str, ...]) -> tuple[Faces, dict[str, int]]:
+        """These faces labelled with ``classes``' indices, less those of a class not among
+        them (CK+'s contempt for a FER2013 model), and how many of each class were left
+        out."""
+        names = np.array(self.classes)[self.y]
+        keep = np.isin(names, classes)
+        left_out = dict(zip(*np.unique(names[~keep], return_counts=True)))
+        y = label_sets.translate(self.y[keep], self.classes, classes)
+        return (replace(self, X=self.X[keep], y=y, classes=tuple(classes)),
+                {str(name): int(n) for name, n in left_out.items()})
+
 
 def splits_of(dataset: fer_data.FerData, val_fraction: float = 0.1,
               seed: int = 0) -> dict[str, fer_data.Split]:
@@ -70,11 +82,12 @@ def splits_of(dataset: fer_data.FerData, val_fraction: float = 0.1,
 
 
 def load_faces(source: str, split: str | None = None, detect_faces: bool = False,
-               labels: str = label_sets.DEFAULT) -> Faces:
+               labels: str = label_sets.DEFAULT, strict: bool = True) -> Faces:
     """The labelled faces of ``source``: its ``split`` (default ``test_all`` where it has
-    test rows, else ``all``) with the label set ``labels`` (``fer_lab.labels``), or with
-    ``detect_faces`` the largest face of every photo under ``<emotion>/`` folders
-    (``labels.folder_class``: FER2013's emotions, and FER+'s ``contempt``).
+    test rows, else ``all``) with the label set ``labels`` (``fer_lab.labels.load``: an
+    image folder has its folders' labels, and unless ``strict`` whatever ``labels`` says),
+    or with ``detect_faces`` the largest face of every photo under ``<emotion>/`` folders
+    (``data.folder_class``: FER2013's emotions, and FER+'s ``contempt``).
 
     Raises:
         DataError: the source cannot be read, or has no such split.
@@ -84,7 +97,7 @@ def load_faces(source: str, split: str | None = None, detect_faces: bool = False
             raise fer_data.DataError("--split applies to data sets with splits, not to "
                                      "photos with --detect-faces")
         return _detected(Path(source))
-    dataset = label_sets.load(source, labels)
+    dataset = label_sets.load(source, labels, strict=strict)
     available = splits_of(dataset)
     name = split or (DEFAULT_SPLIT if DEFAULT_SPLIT in available else "all")
     if name not in available:
@@ -105,7 +118,7 @@ def _detected(folder: Path) -> Faces:
                                  f"folders of photos")
     X, names, skipped, digest = [], [], [], hashlib.sha256()
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        name = label_sets.folder_class(class_dir.name)
+        name = fer_data.folder_class(class_dir.name)
         for path in predict.expand([class_dir]):
             digest.update(path.read_bytes())
             found = next(predict.faces([path], detect=True), None)  # the largest face
@@ -144,10 +157,12 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
         model: the model, already loaded from ``model_uri``; loaded when None.
 
     Returns:
-        The metrics logged, prefixed with the split's name (``test_all_accuracy``, ...).
+        The metrics logged, prefixed with the split's name (``test_all_accuracy``, ...);
+        ``faces`` counts the faces scored, ``faces_left_out`` those of classes the model
+        does not have (their classes are the run's param ``classes_left_out``).
 
     Raises:
-        DataError: the faces hold a class the model does not score.
+        DataError: no face is of a class the model scores.
     """
     import mlflow
 
@@ -156,7 +171,11 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
     if model is None:
         model = registry.load_model(model_uri)
     classes = pyfunc.classes_of(model)
-    y = label_sets.translate(faces.y, faces.classes, classes)
+    faces, left_out = faces.among(classes)
+    if not len(faces.y):
+        raise fer_data.DataError(f"{faces.source}: none of its faces is of a class the model "
+                                 f"has ({', '.join(classes)}); they are {', '.join(left_out)}")
+    y = faces.y
     temperature = float(getattr(model.unwrap_python_model(), "temperature", 1.0))
     raw = model.predict(faces.X, params={"calibrated": False})[list(classes)].to_numpy()
     tags = {"fer.model_uri": model_uri, "fer.data_digest": faces.digest,
@@ -170,9 +189,12 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
         metrics.update(present_scores(y, raw))
         metrics = {f"{faces.split}_{k}": v for k, v in metrics.items()}
         metrics.update(faces=len(faces.y), faces_skipped=len(faces.skipped),
+                       faces_left_out=sum(left_out.values()),
                        calibration_temperature=temperature)
         mlflow.log_metrics(metrics)
-        mlflow.log_param("classes_present", ",".join(classes[i] for i in np.unique(y)))
+        mlflow.log_params({"classes_present": ",".join(classes[i] for i in np.unique(y)),
+                           "classes_left_out": ",".join(f"{name}:{n}"
+                                                        for name, n in left_out.items())})
         if faces.skipped:
             mlflow.log_text("\n".join(faces.skipped) + "\n", "evaluation/no_face_found.txt")
     return metrics

@@ -35,8 +35,7 @@ class LabelSet:
 
 
 FER2013 = LabelSet("fer2013", fer_data.EMOTIONS)
-FERPLUS = LabelSet("ferplus", ("neutral", "happy", "surprise", "sad", "angry", "disgust",
-                               "fear", "contempt"))
+FERPLUS = LabelSet("ferplus", fer_data.FERPLUS_CLASSES)
 LABEL_SETS = {s.name: s for s in (FER2013, FERPLUS)}
 DEFAULT = FER2013.name
 VOTES_FILE = "fer2013new.csv"
@@ -46,26 +45,6 @@ VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust
 DROPPED = -1  # ``majority``'s label for an image FER+ leaves out
 # Bump when the rule or the votes' reading changes: the relabelled data's digest changes.
 FERPLUS_VERSION = "1"
-
-
-# Class folders of photo collections: FER2013's exports' adjectives and FER+'s vote names,
-# beside every label set's own class names.
-_FOLDER_ALIASES = fer_data.FOLDER_ALIASES
-
-
-def folder_class(folder_name: str) -> str:
-    """The class a folder of photos holds, by its name (``Happy``, ``fearful``,
-    ``contempt``...).
-
-    Raises:
-        DataError: no label set has such a class.
-    """
-    name = _FOLDER_ALIASES.get(folder_name.lower(), folder_name.lower())
-    known = {c for label_set in LABEL_SETS.values() for c in label_set.classes}
-    if name not in known:
-        raise DataError(f"{folder_name}: not an emotion folder; expected one of "
-                        f"{', '.join(sorted(known | set(_FOLDER_ALIASES)))}")
-    return name
 
 
 def smallest_set(class_names) -> LabelSet:
@@ -269,16 +248,33 @@ def relabel(dataset: FerData, votes: Votes) -> FerData:
 
 
 def load(source: str | os.PathLike, labels: str = DEFAULT,
-         cache_dir: str | os.PathLike | None = None) -> FerData:
+         cache_dir: str | os.PathLike | None = None, strict: bool = True) -> FerData:
     """Loads a data set (``fer_lab.data.load``) with the label set ``labels`` asks for
     (see ``parse``).
 
+    FER2013's rows take either label set. An image folder is labelled by its class
+    folders' names: FER2013's classes, or FER+'s when it has a ``contempt/`` folder (FER+'s
+    votes follow fer2013.csv's rows, not images in folders). ``strict`` refuses another
+    label set for it; otherwise it keeps its own (``fer-lab evaluate`` scoring a FER+
+    model on CK+'s folders, say: faces are matched to the model's classes by name).
+
     Raises:
-        DataError: the data or, for FER+, the votes cannot be read or do not match.
+        DataError: the data or, for FER+, the votes cannot be read or do not match; with
+            ``strict``, an image folder whose classes are not ``labels``'.
         ValueError: an unknown label set.
     """
     spec = parse(labels)
+    if spec.name == FERPLUS.name and str(source).endswith((".csv", ".csv.gz")):
+        votes_path(spec, str(source))  # before parsing 300 MB: a missing file fails fast
+    dataset = fer_data.load(source, cache_dir)
+    if dataset.folders:
+        if strict and (spec.name != dataset.label_set or spec.votes is not None):
+            raise DataError(
+                f"{dataset.source}: an image folder is labelled by its class folders' names, "
+                f"here {dataset.label_set}'s classes ({', '.join(dataset.classes)}); --labels "
+                f"{labels} does not apply (FER+'s votes follow fer2013.csv's rows, and "
+                f"contempt/ makes a folder FER+'s): use --labels {dataset.label_set}")
+        return dataset
     if spec.name == FER2013.name:
-        return fer_data.load(source, cache_dir)
-    where = votes_path(spec, str(source))  # before parsing 300 MB: a missing file fails fast
-    return relabel(fer_data.load(source, cache_dir), read_votes(where))
+        return dataset
+    return relabel(dataset, read_votes(votes_path(spec, str(source))))

@@ -365,6 +365,52 @@ def test_a_collection_with_ck_plus_folder_names_loads(tmp_path):
     assert sorted(EMOTIONS[i] for i in data.labels) == ["angry", "happy", "sad", "surprise"]
 
 
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_folder_with_contempt_has_fer_plus_classes(tmp_path, cache, monkeypatch):
+    """CK+ has a contempt/ folder, FER+'s eighth class: such a folder is labelled with FER+'s
+    classes, from its images, its cache and an archive of it alike; without contempt it
+    keeps FER2013's seven."""
+    rng = np.random.default_rng(5)
+    names = ("Contempt", "anger", "happy", "contempt")
+    files = {f"test/{name}/{i}.png": png_bytes(rng.integers(0, 256, (48, 48), dtype=np.uint8))
+             for i, name in enumerate(names)}
+    for name, raw in files.items():
+        (tmp_path / "ck" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ck" / name).write_bytes(raw)
+    (tmp_path / "ck" / "train" / "happy").mkdir(parents=True)
+    (tmp_path / "ck" / "train" / "happy" / "t.png").write_bytes(files["test/happy/2.png"])
+    archive = tmp_path / "ck.zip"
+    archive.write_bytes(zip_bytes({name: (tmp_path / "ck" / name).read_bytes()
+                                   for name in [*files, "train/happy/t.png"]}))
+
+    def read():
+        return load(tmp_path / "ck", cache_dir=cache), load(archive, cache_dir=cache)
+
+    for data in read():
+        assert (data.classes, data.label_set, data.folders) == (
+            data_mod.FERPLUS_CLASSES, "ferplus", True)
+        assert sorted(data.classes[i] for i in data.labels) == [
+            "angry", "contempt", "contempt", "happy", "happy"]
+    monkeypatch.setattr(data_mod, "_read_images", lambda *a: pytest.fail("not cached"))
+    for data in read():  # from the cache
+        assert data.label_set == "ferplus" and data.folders
+        assert sorted(data.classes[i] for i in data.labels)[:3] == ["angry", "contempt",
+                                                                    "contempt"]
+    monkeypatch.undo()
+    for path in tmp_path.glob("ck/test/*ontempt"):
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    data = load(tmp_path / "ck", cache_dir=cache)
+    assert (data.classes, data.label_set, data.folders) == (EMOTIONS, "fer2013", True)
+    assert not load("synthetic:2").folders  # generated rows, like a CSV's
+
+
 @pytest.fixture
 def folder(tmp_path):
     rng = np.random.default_rng(11)
@@ -469,10 +515,10 @@ def test_folder_errors(tmp_path, cache):
     save(root / "train" / "happy" / "a.png", np.zeros((48, 48), np.uint8))
     assert_data_error(root, cache, r"no 'test' folder")
 
-    (root / "test" / "contempt").mkdir(parents=True)
-    err = assert_data_error(root, cache, r"contempt: not an emotion folder")
-    assert "happy" in str(err)
-    (root / "test" / "contempt").rmdir()
+    (root / "test" / "bored").mkdir(parents=True)
+    err = assert_data_error(root, cache, r"bored: not an emotion folder")
+    assert "happy" in str(err) and "contempt" in str(err)
+    (root / "test" / "bored").rmdir()
 
     bad = root / "test" / "sad" / "broken.png"
     bad.parent.mkdir(parents=True)

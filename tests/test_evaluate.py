@@ -100,8 +100,8 @@ def test_photos_without_a_face_are_named_and_skipped(champion, tmp_path, capsys)
 
 def test_photo_folders_name_any_label_sets_class(champion, tmp_path, capsys):
     """A ``contempt/`` folder is FER+'s class: its faces are labelled so, and a model of
-    FER2013's seven refuses to be scored on them, naming the class; an unknown folder name
-    lists the names it could have been."""
+    FER2013's seven is scored on the others, counting what it left out; an unknown folder
+    name lists the names it could have been."""
     from skimage import data as skimage_data
 
     photos = tmp_path / "photos"
@@ -111,8 +111,12 @@ def test_photo_folders_name_any_label_sets_class(champion, tmp_path, capsys):
     faces = evaluate.load_faces(str(photos), detect_faces=True)
     assert faces.label_set == "ferplus"
     assert sorted(faces.classes[i] for i in faces.y) == ["contempt", "happy"]
-    assert cli.main(["evaluate", MODEL, str(photos), "--detect-faces"]) != 0
-    assert "contempt" in capsys.readouterr().err
+    assert cli.main(["evaluate", MODEL, str(photos), "--detect-faces"]) == 0
+    assert ("(all): 1 faces (1 more of classes the model lacks left out)"
+            in capsys.readouterr().out)
+    run = evaluation_run()
+    assert run.data.metrics["faces_left_out"] == 1 and run.data.metrics["faces"] == 1
+    assert run.data.params["classes_left_out"] == "contempt:1"
 
     (photos / "Contempt" / "a.jpg").rename(photos / "happiness" / "b.jpg")
     (photos / "Contempt").rmdir()

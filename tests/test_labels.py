@@ -263,6 +263,73 @@ def test_an_eight_class_tree_gives_eight_named_columns(ferplus_splits, fresh_tra
     assert list(model.predict(parts.val.X[:0]).columns)[2:] == list(FERPLUS.classes)
 
 
+def crops(root: Path, faces: np.ndarray, names) -> Path:
+    """A collection of face crops in <class>/ folders."""
+    from PIL import Image
+
+    for i, (face, name) in enumerate(zip(faces, names)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face.reshape(48, 48)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_an_image_folder_is_labelled_by_its_folders(tmp_path):
+    """FER+'s votes follow the CSV's rows: an image folder's labels are its folders' names,
+    FER+'s classes when contempt/ is among them; asked for another label set, it says which
+    to give (or, not strict, keeps its own)."""
+    faces = np.zeros((3, 48 * 48), np.uint8)
+    seven = crops(tmp_path / "seven", faces, ["happy", "sad", "sad"])
+    eight = crops(tmp_path / "eight", faces, ["happy", "contempt", "sad"])
+    cache = tmp_path / "cache"
+    assert labels.load(seven, "fer2013", cache).classes == FER2013.classes
+    assert labels.load(eight, "ferplus", cache).classes == FERPLUS.classes
+    with pytest.raises(DataError, match="its class folders' names.*use --labels fer2013"):
+        labels.load(seven, "ferplus", cache)
+    with pytest.raises(DataError, match="ferplus's classes.*use --labels ferplus"):
+        labels.load(eight, "fer2013", cache)
+    with pytest.raises(DataError, match="use --labels ferplus"):
+        labels.load(eight, f"ferplus:{tmp_path}/fer2013new.csv", cache)
+    own = labels.load(seven, "ferplus", cache, strict=False)
+    assert own.label_set == "fer2013" and [own.classes[i] for i in own.labels] == [
+        "happy", "sad", "sad"]
+
+
+def test_a_fer_plus_model_is_evaluated_on_an_image_folder_by_name(
+        ferplus_splits, fresh_tracking, tmp_path, capsys):
+    """No votes asked for: a FER2013-style folder's faces count as the FER+ model's classes
+    of the same names; a seven-class model leaves contempt faces out, and says so."""
+    parts = ferplus_splits
+    tree = create("tree", features="pixels").fit(parts.train.X, parts.train.y,
+                                                  class_names=parts.classes)
+    with mlflow.start_run():
+        ferplus_uri = pyfunc.log_model(tree, parts.val.X[:2], label_set="ferplus")
+    names = [parts.classes[i] for i in parts.test_all.y]
+    seven = [name for name in names if name != "contempt"]
+    folder = crops(tmp_path / "seven", parts.test_all.X[[n != "contempt" for n in names]],
+                   seven)
+    assert cli.main(["evaluate", ferplus_uri, str(folder)]) == 0, capsys.readouterr().err
+    assert f"(test_all): {len(seven)} faces\n" in capsys.readouterr().out
+    expected = tree.predict(parts.test_all.X[[n != "contempt" for n in names]])
+    predicted_right = np.mean([parts.classes[p] == n for p, n in zip(expected, seven)])
+    run = mlflow.search_runs(output_format="list", order_by=["start_time DESC"],
+                             filter_string="tags.`fer.role` = 'evaluation'")[0]
+    assert run.data.metrics["test_all_accuracy"] == pytest.approx(predicted_right)
+    assert run.data.tags["fer.labels"] == "fer2013"
+
+    knn = create("knn", features="pixels").fit(*_seven_classes())
+    with mlflow.start_run():
+        seven_uri = pyfunc.log_model(knn, parts.val.X[:2])
+    eight = crops(tmp_path / "eight", parts.test_all.X, names)
+    assert cli.main(["evaluate", seven_uri, str(eight)]) == 0, capsys.readouterr().err
+    contempt = names.count("contempt")
+    assert contempt and (f"(test_all): {len(seven)} faces ({contempt} more of classes the model "
+                         f"lacks left out)") in capsys.readouterr().out
+    run = mlflow.search_runs(output_format="list", order_by=["start_time DESC"],
+                             filter_string="tags.`fer.role` = 'evaluation'")[0]
+    assert run.data.metrics["faces_left_out"] == contempt
+    assert run.data.params["classes_left_out"] == f"contempt:{contempt}"
+
+
 def test_a_class_missing_from_training_still_has_its_column(ferplus_splits):
     parts = ferplus_splits
     seen = parts.train.y != 7  # no contempt in training
