@@ -146,6 +146,8 @@ def _analyze(args: argparse.Namespace) -> int:
                           experiment=None if args.no_log else args.experiment)
     for error in outcome.errors:
         print(f"error: {error}", file=sys.stderr)
+    for reason in outcome.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
     faces = outcome.frames[outcome.frames["face_id"].notna()]
     print(f"{outcome.frames_analysed} frames analysed in {outcome.seconds:.1f} s "
           f"({outcome.fps:.1f} frames/s), {len(faces)} faces classified"

@@ -9,6 +9,7 @@ the test splits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,6 +49,9 @@ SEARCH_SECONDS_ATTR = "search_seconds"  # an unfinished search's time so far (st
 # The study attr naming the study run that refit, evaluated and registered the study's best,
 # with the configuration and number of trials it did that for.
 RESULT_ATTR = "fer.result"
+# The study attr holding the models its trials read from the store (an ensemble's members, a
+# student's teacher), pinned to registered versions when the study started.
+PINNED_ATTR = "fer.pinned"
 
 
 class Reporter:
@@ -283,7 +287,11 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         if lost:
             log.warning("study %s: %d run(s) of lost workers closed as KILLED",
                         study.study_name, len(lost))
-        objective = Objective(config, splits)
+        # Workers get ``config`` (its study name is the unpinned one's) and read the pins.
+        pinned = pin_models(config, study)
+        if pinned.model.params.get("teacher"):
+            mlflow.set_tag(tracking.TEACHER_TAG, str(pinned.model.params["teacher"]))
+        objective = Objective(pinned, splits)
         parallel.run_orphans(study, objective)
         # An interrupted search (a killed lead) resumes with the time it had left.
         spent = float(study.user_attrs.get(SEARCH_SECONDS_ATTR) or 0.0)
@@ -330,7 +338,7 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
                 f"failed, {counts['trials_pruned']} pruned); a failed trial's run holds its "
                 "error (tag fer.error)")
         best = study.best_trial
-        params = {**config.model.params, **best.params, **settings.refit_params}
+        params = {**pinned.model.params, **best.params, **settings.refit_params}
         checkpoints = study_checkpoints(config, study.study_name)
         metrics, model_uri = refit_and_evaluate(family, params, splits, config.seed,
                                                 dataset.label_set, checkpoints)
@@ -350,6 +358,43 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
         study.set_user_attr(RESULT_ATTR, {"run": run.info.run_id, "config": _digest(config),
                                           "trials": parallel.counted(study)})
     return metrics
+
+
+def pin_models(config: TuneConfig, study: optuna.Study) -> TuneConfig:
+    """The config with the models its trials read from the store, ``members`` (``champions``
+    expanded) and ``teacher``, pinned to the registered versions they named when the study
+    first started (``models:/fer-cnn@champion`` -> ``models:/fer-cnn/4``): a champion
+    promoted during the study, or before it resumes, does not change its later trials and
+    refit. The pins are the study's (attr ``fer.pinned``): the first process to start it
+    records them, inside its study run (``champions`` keeps the champions trained on the
+    run's data and carve); a ``--join`` worker that comes before them resolves its own."""
+    from fer_lab import registry
+    from fer_lab.models import ensemble
+
+    params = config.model.params
+    wanted = {k: params[k] for k in STUDY_DEFINING if params.get(k)}
+    if not wanted:
+        return config
+    pins = study.user_attrs.get(PINNED_ATTR)
+    if pins is None:
+        if mlflow.active_run() is None:  # a worker ahead of the lead's study run
+            return config
+
+        def pin(spec):
+            version = registry.model_version(spec) if isinstance(spec, str) else None
+            return spec if version is None else f"models:/{version.name}/{version.version}"
+
+        pins = {}
+        if "members" in wanted:
+            pins["members"] = [pin(spec) for spec in ensemble.expand(wanted["members"])]
+        if "teacher" in wanted:
+            pins["teacher"] = pin(wanted["teacher"])
+        study.set_user_attr(PINNED_ATTR, pins)
+        named = [*pins.get("members", []), *([pins["teacher"]] if "teacher" in pins else [])]
+        log.warning("study %s: its trials use %s", study.study_name,
+                    ", ".join(ensemble.member_name(spec) for spec in named))
+    model = dataclasses.replace(config.model, params={**params, **pins})
+    return dataclasses.replace(config, model=model)
 
 
 def _json_digest(value: Any, size: int) -> str:
@@ -429,9 +474,9 @@ def join(config: TuneConfig, deadline: float | None = None, worker: int | None =
     if deadline is None and timeout:
         deadline = time.monotonic() + timeout
     ran = []
-    parallel.work(study, Objective(config, splits, parent_run=parent), config.storage,
-                  config.model.study.trials, deadline, first_trials(config.model),
-                  on_trial=lambda: ran.append(1))
+    objective = Objective(pin_models(config, study), splits, parent_run=parent)
+    parallel.work(study, objective, config.storage, config.model.study.trials, deadline,
+                  first_trials(config.model), on_trial=lambda: ran.append(1))
     return len(ran)
 
 

@@ -288,3 +288,75 @@ def test_ctrl_c_ends_cleanly_with_what_was_analysed_written(champion, video, tmp
     assert outcome.interrupted and outcome.frames_analysed == 20
     assert pd.read_csv(tmp_path / "out" / "frames.csv")["frame"].nunique() == 20
     assert (tmp_path / "out" / "summary.json").exists()
+
+
+def test_fps_at_the_sources_rate_takes_every_frame_of_a_millisecond_container(
+        champion, tmp_path):
+    """MKV and WebM keep times in whole milliseconds (a 30 fps frame at 0.033 s, before the
+    grid's 0.0333): --fps 30 on such a 30 fps video still analyses all its frames."""
+    mkv = demo.write_video(tmp_path / "clip.mkv", 30, 30.0, faces=1)
+    frames = Analyzer(MODEL, detect_interval=0).analyze(mkv, fps=30)
+    assert frames["frame"].nunique() == 30
+    assert Analyzer(MODEL).analyze(mkv, fps=10)["frame"].nunique() == 10
+
+
+def test_the_annotated_video_lasts_what_the_source_did(tmp_path):
+    """Frames placed by their times: a webcam analysed at 10 frames a second written at its
+    30 keeps its length (each frame repeated), frames closer than 1/fps are left out, and
+    frames without times are written once each."""
+    def frames_written(times, fps, path):
+        video = outputs.AnnotatedVideo(path, fps)
+        for t in times:
+            video.write(np.zeros((48, 64, 3), np.uint8), [], t)
+        video.close()
+        capture = cv2.VideoCapture(str(path))
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.release()
+        return count
+
+    slow = [i / 10 for i in range(20)]  # 2 s at 10 frames a second
+    assert frames_written(slow, 30.0, tmp_path / "slow.mp4") == 19 * 3 + 1  # and the last
+    fast = [i / 100 for i in range(100)]  # 1 s at 100 frames a second
+    assert frames_written(fast, 25.0, tmp_path / "fast.mp4") == 25 + 1
+    assert frames_written([None] * 7, 25.0, tmp_path / "untimed.mp4") == 7
+
+
+def test_a_folder_skips_what_it_cannot_read_and_goes_on(champion, tmp_path, capsys,
+                                                        monkeypatch):
+    """A damaged photo is named and skipped, the rest analysed (exit 0); macOS's ._ files
+    and __MACOSX/ are not photos; a folder named like a webcam index is a folder."""
+    folder = tmp_path / "2024"
+    (folder / "__MACOSX").mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.jpg"), demo.portrait())
+    cv2.imwrite(str(folder / "c.jpg"), demo.portrait())
+    (folder / "b.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / "__MACOSX" / "._c.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["analyze", "2024", "--model", MODEL, "--out", "out", "--no-log"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped: 2024/b.jpg: cannot decode the image" in err and "._" not in err
+    files = pd.read_csv(tmp_path / "out" / "frames.csv")["file"]
+    assert sorted(set(files)) == ["2024/a.jpg", "2024/c.jpg"]
+
+
+def test_annotated_videos_are_named_after_the_videos_only(champion, video, tmp_path):
+    """Three videos, two of one name and one already named like its copy: three files,
+    found without looping; a photo folder beside one video leaves it annotated.mp4."""
+    from fer_lab.analysis import job
+
+    specs = []
+    for name in ("take_2.mp4", "mon/take.mp4", "tue/take.mp4"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(video.read_bytes())
+        specs.append(str(tmp_path / name))
+    job.analyze(specs, Analyzer(MODEL), tmp_path / "out", max_seconds=0.1, annotate=True,
+                experiment=None, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == [
+        "annotated_take.mp4", "annotated_take_2.mp4", "annotated_take_3.mp4"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.jpg"), demo.portrait())
+    job.analyze([str(photos), specs[0]], Analyzer(MODEL), tmp_path / "out2", max_seconds=0.1,
+                annotate=True, experiment=None, progress=False)
+    assert [p.name for p in (tmp_path / "out2").glob("*.mp4")] == ["annotated.mp4"]

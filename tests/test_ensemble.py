@@ -168,11 +168,11 @@ def test_the_vote_never_reads_a_test_split(tracking, splits):
     assert m0["test_all_accuracy"] != m1["test_all_accuracy"]
 
 
-def _register(family: str, splits, digest: str, **params) -> str:
+def _register(family: str, splits, digest: str, val: float = 0.5, **params) -> str:
     model = create(family, **params).fit(splits.train.X, splits.train.y)
-    with mlflow.start_run() as run:
+    with mlflow.start_run(nested=mlflow.active_run() is not None) as run:
         uri = pyfunc.log_model(model, splits.val.X[:2], temperature=1.5)
-    registry.register(uri, family, {"val_accuracy": 0.5},
+    registry.register(uri, family, {"val_accuracy": val},
                       {"fer.data_digest": digest, "fer.protocol": "val 0.2 of Training, seed 0",
                        "fer.objective": "accuracy", "fer.run_id": run.info.run_id})
     return f"models:/fer-{family}@champion"
@@ -211,6 +211,40 @@ def test_members_from_the_store_and_a_study(fresh_tracking, tmp_path, splits):
     members = [calibration.scale(m.predict_proba(faces), 1.5) for m in estimator.members_]
     expected = estimator._combine(np.stack(members))
     np.testing.assert_allclose(out[list(EMOTIONS)].to_numpy(), expected, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_a_study_pins_its_members_when_it_starts(fresh_tracking, tmp_path, splits,
+                                                 monkeypatch):
+    """A champion promoted while the study runs (another family's study finishing) does not
+    change the members of its later trials or of its refit: they are the versions
+    ``champions`` and ``@champion`` named when it started, recorded in the study."""
+    digest = load("synthetic:20").digest
+    _register("tree", splits, digest)
+    _register("knn", splits, digest, features="pca", pca_components=0.9)
+    used, fit = [], EnsembleClassifier.fit
+
+    def fit_and_promote(self, *args, **kwargs):
+        fitted = fit(self, *args, **kwargs)
+        used.append(list(fitted.member_specs_))
+        if len(used) == 1:  # a better tree is promoted after the first trial
+            _register("tree", splits, digest, val=0.9, max_depth=3)
+        return fitted
+
+    monkeypatch.setattr(EnsembleClassifier, "fit", fit_and_promote)
+    model = load_family("ensemble", budget="quick")
+    model = dataclasses.replace(
+        model, params={**model.params, "members": ["champions", "models:/fer-tree@champion"]},
+        study=dataclasses.replace(model.study, trials=2, startup_trials=2))
+    config = TuneConfig(model=model, data="synthetic:20", val_fraction=0.2,
+                        experiment=tmp_path.name, storage=f"sqlite:///{tmp_path}/optuna.db",
+                        study_name="pinned")
+    tune(config, progress=False)
+    assert str(registry.champion_version(mlflow.MlflowClient(), "fer-tree").version) == "2"
+    pinned = ["models:/fer-knn/1", "models:/fer-tree/1", "models:/fer-tree/1"]
+    assert used == [pinned] * 3  # two trials and the refit
+    study = optuna.load_study(study_name="pinned", storage=config.storage)
+    assert study.user_attrs["fer.pinned"] == {"members": pinned}
 
 
 @pytest.mark.parametrize("form", ["alias", "number", "latest", "logged model", "run"])

@@ -199,15 +199,18 @@ class Analyzer:
                         and frame.time > max_seconds:
                     break
                 if fps:
+                    # A quarter period of slack: MKV and WebM keep whole milliseconds (a
+                    # 30 fps frame at 0.033 s, before the grid's 0.0333), webcams jitter.
+                    slack = 0.25 / fps
                     if frame.time is not None and next_analysis is not None \
-                            and frame.time < next_analysis - 1e-6:
+                            and frame.time < next_analysis - slack:
                         continue
                     # On a fixed grid of 1/fps from the first frame: stepping from the frame
                     # taken would lose the remainder each time (25 fps at --fps 10 gave 8.3).
                     if frame.time is None or next_analysis is None:
                         next_analysis = (frame.time or 0.0) + 1.0 / fps
                     else:
-                        while next_analysis <= frame.time + 1e-6:
+                        while next_analysis <= frame.time + slack:
                             next_analysis += 1.0 / fps
                 elif frame.index % every:
                     continue

@@ -15,19 +15,22 @@ from fer_lab.analysis import outputs, sources
 from fer_lab.analysis.analyzer import Analyzer, frames_table
 
 ROLE = "analysis"
+MAX_VIDEO_FPS = 240.0  # above it a video's stated rate is wrong (a WebM's says 1000)
 
 
 @dataclass
 class Outcome:
     """What an analysis produced: the frames table, the files written, the speed reached
     (analysed frames per second of wall time, decoding included), the sources that failed
-    and why, and the MLflow run that holds it all."""
+    and why, the files of folders that were skipped and why, and the MLflow run that holds
+    it all."""
 
     frames: pd.DataFrame
     written: list[Path]
     seconds: float
     frames_analysed: int
     errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     interrupted: bool = False
     run_id: str | None = None
 
@@ -56,23 +59,31 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, errors, videos_written, analysed, interrupted = [], [], [], 0, False
+    rows, errors, skipped, videos_written, analysed = [], [], [], [], 0
+    interrupted = False
     videos = [s for s in specs if not _is_images(s)]
     start = time.perf_counter()
     names: set[str] = set()
     for spec in specs:
-        writer, bar, window = None, None, None
-        stem = name = Path(str(spec)).stem if len(videos) > 1 else ""
-        while name in names:  # day1/interview.mp4 and day2/interview.mp4: one file each
-            name = f"{stem}_{len(names) + 1}"
-        names.add(name)
+        writer, bar, window, source_opened = None, None, None, None
+        name = ""
+        if len(videos) > 1 and spec in videos:  # photos write no annotated video
+            stem = name = Path(str(spec)).stem
+            copies = 1
+            while name in names:  # day1/interview.mp4 and day2/interview.mp4: one file each
+                copies += 1
+                name = f"{stem}_{copies}"
+            names.add(name)
 
         def opened(source: sources.Source) -> None:
-            nonlocal writer, bar, window
+            nonlocal writer, bar, window, source_opened
+            source_opened = source
             if annotate and source.kind != "images":
-                # What is analysed per second of the source: at most its own rate.
-                rate = min(fps, source.fps) if fps and source.fps \
-                    else fps or (source.fps or 25.0) / every
+                # What is analysed per second of the source, at most its own rate; a rate
+                # OpenCV cannot know (0, or a WebM's 1000) is taken as 30. Frames are then
+                # placed by their times, so the video lasts what the source did.
+                nominal = source.fps if source.fps and source.fps <= MAX_VIDEO_FPS else 30.0
+                rate = min(fps, nominal) if fps else nominal / every
                 writer = outputs.AnnotatedVideo(
                     out / (f"annotated_{name}.mp4" if name else "annotated.mp4"), rate)
                 videos_written.append(writer.path)
@@ -89,7 +100,7 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
                 rows += result.rows()
                 analysed += 1
                 if writer is not None:
-                    writer.write(result.image, result.faces)
+                    writer.write(result.image, result.faces, result.time)
                 if bar is not None:
                     bar.update(result.index + 1 - bar.n)
                 if window is not None and not window.show(result.image):
@@ -102,13 +113,14 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
             for thing in (writer, bar, window):
                 if thing is not None:
                     thing.close()
+            skipped += getattr(source_opened, "skipped", [])
         if interrupted:
             break
     seconds = time.perf_counter() - start
     frames = frames_table(rows, analyzer.classes)
     written = outputs.write(frames, out) if rows else []
     written += [path for path in videos_written if path.exists()]
-    outcome = Outcome(frames, written, seconds, analysed, errors, interrupted)
+    outcome = Outcome(frames, written, seconds, analysed, errors, skipped, interrupted)
     if experiment and rows:
         outcome.run_id = _record(outcome, analyzer, specs, experiment,
                                  every=every, fps=fps, max_seconds=max_seconds)
@@ -147,6 +159,8 @@ def _record(outcome: Outcome, analyzer: Analyzer, specs: list[str], experiment: 
                             "analysis_fps": outcome.fps})
         for path in outcome.written:
             mlflow.log_artifact(str(path), "analysis")
+        if outcome.skipped:
+            mlflow.log_text("\n".join(outcome.skipped) + "\n", "analysis/skipped.txt")
         return run.info.run_id
 
 

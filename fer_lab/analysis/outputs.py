@@ -125,18 +125,38 @@ def plot_timeline(frames: pd.DataFrame, path: Path, most_faces: int = 6) -> Path
 
 
 class AnnotatedVideo:
-    """Writes frames with each face's box, id and emotion drawn on them (MPEG-4)."""
+    """Writes frames with each face's box, id and emotion drawn on them (MPEG-4), at
+    ``fps`` frames per second. Frames given their times are placed by them: one is
+    repeated until the next one's time (a webcam analysed slower than it films, a variable
+    frame rate) or left out when the next comes within the same 1/fps, so the video lasts
+    what the source did."""
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps, self._writer = Path(path), fps, None
+        self._last: np.ndarray | None = None
+        self._start: float | None = None
+        self._written = 0
 
-    def write(self, image: np.ndarray, faces) -> None:
-        import cv2
+    def write(self, image: np.ndarray, faces, time: float | None = None) -> None:
+        drawn = self._draw(image, faces)
+        if self._last is None:
+            import cv2
 
-        if self._writer is None:
-            h, w = image.shape[:2]
+            h, w = drawn.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
                                            self.fps, (w, h))
+            self._start = time
+        else:  # the previous frame stands until this one's time
+            due = 1 if time is None or self._start is None \
+                else round((time - self._start) * self.fps) - self._written
+            for _ in range(due):
+                self._writer.write(self._last)
+            self._written += max(due, 0)
+        self._last = drawn
+
+    def _draw(self, image: np.ndarray, faces) -> np.ndarray:
+        import cv2
+
         image = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         for face in faces:
             x, y, w, h = face.box
@@ -145,11 +165,13 @@ class AnnotatedVideo:
                     f"{face.confidence:.2f}"
             cv2.putText(image, label, (x, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                         (0, 200, 255), 1, cv2.LINE_AA)
-        self._writer.write(image)
+        return image
 
     def close(self) -> None:
         if self._writer is not None:
+            self._writer.write(self._last)
             self._writer.release()
+            self._writer = None
 
 
 def write(frames: pd.DataFrame, out: Path) -> list[Path]:

@@ -48,14 +48,19 @@ def open_source(spec: str | int | Path) -> Source:
         SourceError: the source does not exist, is not a kind this reads, or cannot be
             opened or decoded.
     """
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()
+                                 and not Path(spec).exists()):  # a folder named 2024 is one
         return _Capture(int(spec), f"webcam {int(spec)}", "webcam")
     path = Path(spec)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
     if path.is_dir():
+        # Hidden files and folders left out: macOS's ._IMG_1.jpg beside IMG_1.jpg (on a
+        # zip's or an exFAT drive's copy) and __MACOSX/ hold no image.
         files = sorted(p for p in path.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+                       and not any(part.startswith((".", "__MACOSX"))
+                                   for part in p.relative_to(path).parts))
         videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
         if videos:
             raise SourceError(f"{path}: a folder of videos; name each video as a source "
@@ -74,13 +79,28 @@ def open_source(spec: str | int | Path) -> Source:
 
 
 class _Images(Source):
+    """Photos: one file, or a folder's. A file of a folder that cannot be decoded is
+    skipped (named in ``skipped``, with why) and the others go on; a lone file that cannot
+    be is the source's error."""
+
     def __init__(self, name: str, files: list[Path]):
         super().__init__(name, "images", None, len(files))
         self.files = files
+        self.skipped: list[str] = []
 
     def __iter__(self) -> Iterator[Frame]:
         for i, path in enumerate(self.files):
-            yield Frame(i, None, read_image(path), str(path))
+            try:
+                image = read_image(path)
+            except SourceError as err:
+                if len(self.files) == 1:
+                    raise
+                self.skipped.append(str(err))
+                continue
+            yield Frame(i, None, image, str(path))
+        if self.skipped and len(self.skipped) == len(self.files):
+            raise SourceError(f"{self.name}: none of its {len(self.files)} images could be "
+                              f"decoded ({self.skipped[0]}, ...)")
 
 
 def read_image(path: Path) -> np.ndarray:
