@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from fer_lab import __version__
 from fer_lab import data as fer_data
@@ -110,10 +111,17 @@ def _promote(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from fer_lab import predict, registry
 
+    named = {Path(p) for p in args.paths if not Path(p).is_dir()}
+
+    def unreadable(path: Path, err: Exception) -> None:
+        if path in named:  # a file asked for by name fails; one found in a folder is skipped
+            raise err
+        print(f"skipped: {err}", file=sys.stderr)
+
     found = list(predict.faces(predict.expand(args.paths), detect=args.detect_faces,
                                no_face=lambda path: print(f"{path}: no face found",
                                                           file=sys.stderr),
-                               detector=args.detector))
+                               detector=args.detector, unreadable=unreadable))
     if not found:
         print("no face to classify", file=sys.stderr)
         return 1

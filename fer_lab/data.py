@@ -596,7 +596,7 @@ def _read_images(where: str, tree: Tree) -> Arrays:
                     with Image.open(io.BytesIO(read())) as img:
                         grey = upright_grey(img).resize((SIDE, SIDE),
                                                         Image.Resampling.BILINEAR)
-                except (OSError, UnidentifiedImageError) as err:
+                except (OSError, SyntaxError, UnidentifiedImageError) as err:
                     raise DataError(f"{where}/{part}/{class_name}/{name}: not a readable image "
                                     f"({err})") from err
                 images.append(np.asarray(grey, dtype=np.uint8))

@@ -57,16 +57,30 @@ def explain(estimator, X: np.ndarray, targets: np.ndarray | None = None,
     return _unit(maps)
 
 
+def cam_layer(net):
+    """The layer Grad-CAM looks at: the network's last feature map, what its head pools. A
+    ResNet's last block (its sum of body and shortcut: the last convolution made is the
+    shortcut's 1x1 projection, which skips the block), else the last convolution."""
+    import torch
+
+    from fer_lab.nets import BasicBlock
+
+    features = getattr(net, "features", None)
+    if isinstance(features, torch.nn.Sequential) and isinstance(features[-1], BasicBlock):
+        return features[-1]
+    return [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+
+
 def gradcam(estimator, X: np.ndarray, targets: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Grad-CAM on the network's last convolution, upsampled to 48x48 (ReLU'd)."""
+    """Grad-CAM on the network's last feature map (``cam_layer``), upsampled to 48x48
+    (ReLU'd)."""
     import torch
     from captum.attr import LayerAttribution, LayerGradCam
 
     from fer_lab.training.inputs import to_images, to_input
 
     net = estimator.net_.eval()
-    layer = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    cam = LayerGradCam(net, layer)
+    cam = LayerGradCam(net, cam_layer(net))
     out = []
     for start in range(0, len(X), batch):
         x = to_input(to_images(X[start:start + batch]), estimator.pixel_mean_,

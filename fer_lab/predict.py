@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,10 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
-        if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.is_file() and _is_input(p))
+        if path.is_dir():  # hidden files left out: macOS's ._IMG_1.jpg, __MACOSX/
+            out += sorted(p for p in path.rglob("*") if p.is_file() and _is_input(p)
+                          and not any(part.startswith((".", "__MACOSX"))
+                                      for part in p.relative_to(path).parts))
         else:
             out.append(path)
     return out
@@ -53,7 +56,8 @@ def _is_input(path: Path) -> bool:
 
 def faces(paths: Iterable[Path], detect: bool = False,
           no_face: Callable[[Path], None] | None = None,
-          detector: str = "auto") -> Iterator[Face]:
+          detector: str = "auto",
+          unreadable: Callable[[Path, InputError], None] | None = None) -> Iterator[Face]:
     """The faces in image files (each a crop, or the detected faces) and CSV files (a
     ``pixels`` column, as Kaggle's files and ICML's ``emotion, Usage, pixels`` have it;
     rows named ``file:row``).
@@ -63,35 +67,53 @@ def faces(paths: Iterable[Path], detect: bool = False,
         detect: find the faces in each image instead of taking it as one face.
         no_face: called with an image in which detection found no face.
         detector: the face detector's name (``fer_lab.analysis.detect``).
+        unreadable: called with a file that cannot be read (an undecodable image, a CSV
+            without a ``pixels`` column or with a bad row: its later rows) and why; the
+            others go on. None: such a file raises ``InputError``.
     """
-    finder = None
+    finders: dict[str, Any] = {}  # the detector, made at the first image that needs it
     for path in paths:
-        if path.name.lower().endswith(CSV_SUFFIXES):
-            frame = pd.read_csv(path, usecols=lambda c: c.strip() == "pixels")
-            frame.columns = [c.strip() for c in frame.columns]
-            if "pixels" not in frame.columns:
-                raise InputError(f"{path}: expected a 'pixels' column")
-            for i, text in enumerate(frame["pixels"]):
-                try:
-                    yield Face(f"{path}:{i + 2}", parse_pixels(text, i))
-                except InputError as err:
-                    raise InputError(f"{path}, line {i + 2}: {err.message}") from None
-            continue
         try:
-            image = open_grey(path.read_bytes(), 0)
+            yield from _faces_of(path, detect, no_face, detector, finders)
         except InputError as err:
-            raise InputError(f"{path}: {err.message.removeprefix('row 0: ')}") from None
-        if not detect:
-            yield Face(str(path), face_pixels(image))
-            continue
-        if finder is None:
-            finder = face_detection.create(detector)
-        grey = np.asarray(image)
-        boxes = finder(grey)
-        if not boxes and no_face is not None:
-            no_face(path)
-        for box in boxes:
-            yield Face(str(path), face_detection.crop(grey, box, finder.margin), box)
+            if unreadable is None:
+                raise
+            unreadable(path, err)
+
+
+def _faces_of(path: Path, detect: bool, no_face: Callable[[Path], None] | None,
+              detector: str, finders: dict[str, Any]) -> Iterator[Face]:
+    if path.name.lower().endswith(CSV_SUFFIXES):
+        try:
+            frame = pd.read_csv(path, usecols=lambda c: c.strip() == "pixels")
+        except ValueError as err:  # pandas' parser errors, an empty or a binary file
+            raise InputError(f"{path}: not a readable CSV ({err})") from None
+        frame.columns = [c.strip() for c in frame.columns]
+        if "pixels" not in frame.columns:
+            raise InputError(f"{path}: expected a 'pixels' column")
+        for i, text in enumerate(frame["pixels"]):
+            try:
+                yield Face(f"{path}:{i + 2}", parse_pixels(text, i))
+            except InputError as err:
+                raise InputError(f"{path}, line {i + 2}: "
+                                 f"{err.message.removeprefix(f'row {i}: ')}") from None
+        return
+    try:
+        image = open_grey(path.read_bytes(), 0)
+    except InputError as err:
+        raise InputError(f"{path}: {err.message.removeprefix('row 0: ')}") from None
+    if not detect:
+        yield Face(str(path), face_pixels(image))
+        return
+    if detector not in finders:
+        finders[detector] = face_detection.create(detector)
+    finder = finders[detector]
+    grey = np.asarray(image)
+    boxes = finder(grey)
+    if not boxes and no_face is not None:
+        no_face(path)
+    for box in boxes:
+        yield Face(str(path), face_detection.crop(grey, box, finder.margin), box)
 
 
 def classify(model, found: list[Face]) -> pd.DataFrame:

@@ -80,7 +80,8 @@ def open_grey(data: Any, row: int):
 
     if isinstance(data, str):
         try:
-            data = base64.b64decode(data, validate=True)
+            # Wrapped base64 (`base64` without -w0, encodebytes, openssl) has line breaks.
+            data = base64.b64decode("".join(data.split()), validate=True)
         except (binascii.Error, ValueError):
             raise InputError(f"row {row}: image text must be base64-encoded image bytes") from None
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -92,13 +93,14 @@ def open_grey(data: Any, row: int):
     except UnidentifiedImageError:
         raise InputError(f"row {row}: cannot decode the image: not in a format Pillow reads "
                          "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        # Pillow raises SyntaxError for a damaged PNG chunk after the first IDAT.
         raise InputError(f"row {row}: cannot decode the image ({err})") from None
 
 
 def face_pixels(image) -> np.ndarray:
     """A grey ``PIL.Image`` of a face, of any size, as the network's input: 48x48 (resized
-    with area averaging when shrinking), flat uint8."""
+    with Lanczos filtering), flat uint8."""
     from PIL import Image
 
     if image.size != (SIDE, SIDE):
@@ -116,6 +118,8 @@ def decode_image(data: Any, row: int) -> np.ndarray:
 def _array_pixels(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind not in "uif":
         raise InputError(f"expected a numeric pixel array, got dtype {array.dtype}")
+    if array.shape == (0,):  # [] (JSON {"inputs": []}): no faces, as an empty table gives
+        return np.empty((0, N_PIXELS), np.uint8)
     if array.ndim == 3 and array.shape[1:] == (SIDE, SIDE):
         array = array.reshape(len(array), N_PIXELS)
     if array.ndim != 2 or array.shape[1] != N_PIXELS:
@@ -140,6 +144,9 @@ def to_pixels(model_input: Any) -> np.ndarray:
         InputError: the input, or one of its rows, is not a face the model can take.
     """
     if isinstance(model_input, pd.DataFrame):
+        # ICML's CSV names its columns "emotion, Usage, pixels": " pixels" is pixels.
+        model_input = model_input.rename(columns=lambda c: c.strip() if isinstance(c, str)
+                                         else c)
         if "pixels" in model_input.columns:
             rows = [parse_pixels(v, i) for i, v in enumerate(model_input["pixels"])]
         elif "image" in model_input.columns:

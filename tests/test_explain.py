@@ -47,3 +47,21 @@ def test_a_network_still_explains_after_predicting(splits):
     model = create("cnn", **TINY_CNN).fit(splits.train.X, splits.train.y)
     model.predict(splits.val.X)  # inference mode must not leave the weights unusable
     assert explain.explain(model, splits.val.X[:2]).shape == (2, 48, 48)
+
+
+def test_gradcam_looks_at_the_feature_map_the_head_pools(splits):
+    """A ResNet's last convolution made is its last block's 1x1 shortcut, which skips the
+    block: Grad-CAM takes the block's output instead; a VGG's last convolution is right.
+    A ResNet's maps are the faces' shape too."""
+    from torch import nn
+
+    from fer_lab import nets
+
+    resnet, vgg = nets.build("resnet", width=8), nets.build("vgg", width=8)
+    assert explain.cam_layer(resnet) is resnet.features[-1]
+    convs = [m for m in vgg.modules() if isinstance(m, nn.Conv2d)]
+    assert explain.cam_layer(vgg) is convs[-1]
+    model = create("cnn", **{**TINY_CNN, "arch": "resnet", "epochs": 1, "min_steps": 8}).fit(
+        splits.train.X, splits.train.y)
+    maps = explain.explain(model, splits.val.X[:3])
+    assert maps.shape == (3, 48, 48) and np.isfinite(maps).all() and maps.max() > 0

@@ -1,6 +1,7 @@
 """Precision and memory layout chosen by measurement, and the machine recorded on runs."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -70,6 +71,26 @@ def test_auto_picks_the_fastest_probes_once_and_caches_on_disk(cache, monkeypatc
     assert hardware.resolve("vgg", 32, 128) == Setting("fp32", True) and len(probed) == 2
     hardware.resolve("vgg", 32, 64)  # another batch is another decision
     assert len(probed) == 4
+
+
+@pytest.mark.parametrize("where", ["unwritable", "no home"])
+def test_a_cache_that_cannot_be_kept_costs_a_warning_not_the_model(
+        cache, monkeypatch, no_native_bf16, caplog, where, tmp_path):
+    """A serving container whose home folder is read-only or unknown: the decision is
+    probed and used, and said not to be kept; loading the model does not fail."""
+    if where == "unwritable":
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "a-file" / "cache"))
+    else:
+        monkeypatch.delenv("FER_LAB_CACHE")
+        def no_home(cls):
+            raise RuntimeError("Could not determine home directory.")
+
+        monkeypatch.setattr(pathlib.Path, "home", classmethod(no_home))
+    monkeypatch.setattr(hardware, "probe_rates", lambda mode, arch, width, batch, options, on:
+                        {o.name: {"fp32": 100.0, "fp32+cl": 160.0}[o.name] for o in options})
+    assert hardware.resolve("vgg", 32, 128, mode="infer") == Setting("fp32", True)
+    assert "the next process probes again" in caplog.text
 
 
 def test_probed_rate_is_the_chosen_settings_measured_rate(cache, monkeypatch, no_native_bf16):

@@ -138,3 +138,26 @@ def test_arrays_convert_or_explain(array):
     assert pixels.dtype == np.uint8 and pixels.shape == (len(array), N)
     assert array.dtype.kind in "uif"
     np.testing.assert_array_equal(pixels, array.reshape(len(array), N))
+
+
+def test_what_other_tools_write_is_read():
+    """ICML's CSV columns (" pixels"), base64 wrapped at 76 columns (`base64` without -w0,
+    encodebytes), and an empty JSON list of inputs."""
+    rows = [good_row(1), good_row(2)]
+    icml = pd.DataFrame({"emotion": [0, 1], " Usage": ["PrivateTest"] * 2, " pixels": rows})
+    np.testing.assert_array_equal(to_pixels(icml), to_pixels(pd.DataFrame({"pixels": rows})))
+    face = png(3, (64, 64), "L")
+    wrapped = base64.encodebytes(face).decode()
+    assert "\n" in wrapped
+    np.testing.assert_array_equal(to_pixels(pd.DataFrame({"image": [wrapped]})),
+                                  to_pixels(pd.DataFrame({"image": [face]})))
+    assert to_pixels([]).shape == (0, N)
+
+
+def test_a_png_damaged_after_its_first_data_chunk_is_an_input_error():
+    """Pillow raises SyntaxError for such a chunk: it must name the row like any bad image."""
+    data = png(4, (300, 300), "RGB")  # large enough for several IDAT chunks
+    second = data.index(b"IDAT", data.index(b"IDAT") + 4)
+    damaged = data[:second] + b"ID\x00T" + data[second + 4:]
+    with pytest.raises(InputError, match="row 0: cannot decode the image"):
+        to_pixels(pd.DataFrame({"image": [damaged]}))

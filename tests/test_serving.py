@@ -163,3 +163,20 @@ def test_served_model_answers_pixels_and_images_and_rejects_bad_payloads(server)
         assert words in body.get("message", "")
     status, body = post(f"{url}/invocations", pixels)  # still serving
     assert status == 200
+
+
+def test_predict_on_a_folder_skips_what_is_not_a_face_file(champion, tmp_path, capsys):
+    """A FERPlus-made folder has a label.csv beside its PNGs, a Mac-copied one ._ files: the
+    faces are classified and the rest skipped or named, not the end of the command; a
+    file named on the command line that cannot be read still fails."""
+    folder = tmp_path / "FER2013Test"
+    write_faces(folder, champion.X[:2])
+    (folder / "label.csv").write_text("fer0032220.png,0,0,10,0,0,0,0,0,0,0\n")
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "._face0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert cli.main(["predict", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 1 + 2
+    assert "skipped: " in captured.err and "label.csv: expected a 'pixels' column" in captured.err
+    assert "broken.png: cannot decode the image" in captured.err and "._face0" not in captured.err
+    assert cli.main(["predict", str(folder / "broken.png"), str(folder)]) == 1

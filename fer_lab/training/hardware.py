@@ -205,11 +205,18 @@ def probe_rates(mode: str, arch: str, width: int, batch: int, options: Sequence[
                    **{"warmup": 1, **rounds})
 
 
-def cache_file() -> Path:
-    return default_cache_dir() / "hardware.json"
+def cache_file() -> Path | None:
+    """Where decisions are kept; None where no home folder is known (a container's user
+    without one) and ``$FER_LAB_CACHE`` is unset."""
+    try:
+        return default_cache_dir() / "hardware.json"
+    except RuntimeError:  # Path.home(): no HOME and no passwd entry
+        return None
 
 
-def _read_cache(path: Path) -> dict:
+def _read_cache(path: Path | None) -> dict:
+    if path is None:
+        return {}
     try:
         data = json.loads(path.read_text())
         return data if data.get("version") == CACHE_VERSION else {}
@@ -217,16 +224,26 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
-def _write_cache(path: Path, key: str, entry: dict) -> None:
+def _write_cache(path: Path | None, key: str, entry: dict) -> None:
     """Adds one decision; atomic, so a reader never sees half a file (a racing writer
-    may drop the other's entry, which only costs a probe later)."""
+    may drop the other's entry, which only costs a probe later). Where it cannot be
+    written (a read-only or foreign home folder in a serving container) the decision is
+    this process's only: a warning, not a failed fit or model load."""
+    if path is None:
+        log.warning("no cache folder (no home folder; set FER_LAB_CACHE): the %s decision "
+                    "is not kept, the next process probes again", entry.get("mode"))
+        return
     data = _read_cache(path) or {"version": CACHE_VERSION}
     data.setdefault("decisions", {})[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hardware-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hardware-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("cannot keep the %s decision in %s (%s; set FER_LAB_CACHE to a writable "
+                    "folder): the next process probes again", entry.get("mode"), path, err)
 
 
 def resolve(arch: str, width: int, batch: int, precision: str = AUTO,
@@ -267,7 +284,7 @@ def _probed(arch: str, width: int, batch: int, options: Sequence[Setting],
 
 
 @functools.cache
-def _decide(key: str, path: Path, mode: str, arch: str, width: int, batch: int,
+def _decide(key: str, path: Path | None, mode: str, arch: str, width: int, batch: int,
             options: tuple[Setting, ...], on: str) -> tuple[str, dict[str, float]]:
     """The chosen setting's name and every candidate's images/s: from the cache file, else
     measured (once per process)."""
