@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fer_lab.analysis import detect as face_detection
+from fer_lab.analysis.sources import visible_files
 from fer_lab.pyfunc import InputError, classes_of, face_pixels, open_grey, parse_pixels
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -41,10 +42,8 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
-        if path.is_dir():  # hidden files left out: macOS's ._IMG_1.jpg, __MACOSX/
-            out += sorted(p for p in path.rglob("*") if p.is_file() and _is_input(p)
-                          and not any(part.startswith((".", "__MACOSX"))
-                                      for part in p.relative_to(path).parts))
+        if path.is_dir():
+            out += [p for p in visible_files(path) if _is_input(p)]
         else:
             out.append(path)
     return out

@@ -55,12 +55,8 @@ def open_source(spec: str | int | Path) -> Source:
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
     if path.is_dir():
-        # Hidden files and folders left out: macOS's ._IMG_1.jpg beside IMG_1.jpg (on a
-        # zip's or an exFAT drive's copy) and __MACOSX/ hold no image.
-        files = sorted(p for p in path.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-                       and not any(part.startswith((".", "__MACOSX"))
-                                   for part in p.relative_to(path).parts))
+        files = [p for p in visible_files(path)
+                 if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
         videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
         if videos:
             raise SourceError(f"{path}: a folder of videos; name each video as a source "
@@ -76,6 +72,15 @@ def open_source(spec: str | int | Path) -> Source:
         return _Capture(str(path), str(path), "video")
     raise SourceError(f"{path}: not a video ({', '.join(sorted(VIDEO_SUFFIXES))}) "
                       f"or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """The files under ``folder``, sorted, hidden ones left out: macOS's ``._IMG_1.jpg``
+    beside ``IMG_1.jpg`` (on a zip's or an exFAT drive's copy) and ``__MACOSX/`` hold no
+    image."""
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.is_file() and not any(part.startswith((".", "__MACOSX"))
+                                             for part in p.relative_to(folder).parts))
 
 
 class _Images(Source):
