@@ -199,9 +199,10 @@ class Analyzer:
                         and frame.time > max_seconds:
                     break
                 if fps:
-                    # A quarter period of slack: MKV and WebM keep whole milliseconds (a
-                    # 30 fps frame at 0.033 s, before the grid's 0.0333), webcams jitter.
-                    slack = 0.25 / fps
+                    # A quarter of the shorter period, the source's or the grid's, of
+                    # slack: MKV and WebM keep whole milliseconds (a 30 fps frame at
+                    # 0.033 s, before the grid's 0.0333), webcams jitter.
+                    slack = 0.25 / max(fps, opened.fps or fps)
                     if frame.time is not None and next_analysis is not None \
                             and frame.time < next_analysis - slack:
                         continue
