@@ -523,6 +523,12 @@ def _diagnose_pixels(path: Path, pixels: list[bytes], first_line: int) -> None:
 Tree = dict[str, dict[str, list[tuple[str, Callable[[], bytes]]]]]
 
 
+def hidden(name: str) -> bool:
+    """A file or folder name no image collection means: hidden ones, such as the ``._*``
+    files and ``__MACOSX/`` folder a Mac leaves in copies and zips."""
+    return name.startswith((".", "__MACOSX"))
+
+
 def folder_class(folder_name: str) -> str:
     """The class a class folder's name stands for (``happy``, ``Angry``, ``fearful``,
     ``contempt``...): one of ``FOLDER_CLASSES``.
@@ -542,10 +548,11 @@ def _read_folder(path: Path) -> Arrays:
     labelled collection ``<emotion>/*`` (CK+, a photo collection): all of it test images."""
     def classes(folder: Path) -> dict[str, list]:
         return {class_dir.name: [(f.name, f.read_bytes) for f in sorted(class_dir.iterdir())
-                                 if f.is_file()]
-                for class_dir in sorted(p for p in folder.iterdir() if p.is_dir())}
+                                 if f.is_file() and not hidden(f.name)]
+                for class_dir in sorted(p for p in folder.iterdir()
+                                        if p.is_dir() and not hidden(p.name))}
 
-    subfolders = {p.name.lower() for p in path.iterdir() if p.is_dir()}
+    subfolders = {p.name.lower() for p in path.iterdir() if p.is_dir() and not hidden(p.name)}
     if subfolders and subfolders <= set(_FOLDER_NAMES):
         return _read_images(str(path), {"test": classes(path)})
     tree: Tree = {}

@@ -253,7 +253,7 @@ def load(source: str | os.PathLike, labels: str = DEFAULT,
     (see ``parse``).
 
     FER2013's rows take either label set. An image folder is labelled by its class
-    folders' names: FER2013's classes, or FER+'s when it has a ``contempt/`` folder (FER+'s
+    folders' names: FER2013's classes, or FER+'s when it has ``contempt/`` images (FER+'s
     votes follow fer2013.csv's rows, not images in folders). ``strict`` refuses another
     label set for it; otherwise it keeps its own (``fer-lab evaluate`` scoring a FER+
     model on CK+'s folders, say: faces are matched to the model's classes by name).
@@ -273,7 +273,7 @@ def load(source: str | os.PathLike, labels: str = DEFAULT,
                 f"{dataset.source}: an image folder is labelled by its class folders' names, "
                 f"here {dataset.label_set}'s classes ({', '.join(dataset.classes)}); --labels "
                 f"{labels} does not apply (FER+'s votes follow fer2013.csv's rows, and "
-                f"contempt/ makes a folder FER+'s): use --labels {dataset.label_set}")
+                f"images in contempt/ make a folder FER+'s): use --labels {dataset.label_set}")
         return dataset
     if spec.name == FER2013.name:
         return dataset

@@ -7,6 +7,7 @@ and each one is classified with its box.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,8 @@ def _faces_of(path: Path, detect: bool, no_face: Callable[[Path], None] | None,
     if path.name.lower().endswith(CSV_SUFFIXES):
         try:
             frame = pd.read_csv(path, usecols=lambda c: c.strip() == "pixels")
-        except ValueError as err:  # pandas' parser errors, an empty or a binary file
+        except (ValueError, OSError, EOFError, zlib.error) as err:
+            # pandas' parser errors, an empty or binary file, a damaged .csv.gz, no access
             raise InputError(f"{path}: not a readable CSV ({err})") from None
         frame.columns = [c.strip() for c in frame.columns]
         if "pixels" not in frame.columns:
@@ -101,6 +103,8 @@ def _faces_of(path: Path, detect: bool, no_face: Callable[[Path], None] | None,
         image = open_grey(path.read_bytes(), 0)
     except InputError as err:
         raise InputError(f"{path}: {err.message.removeprefix('row 0: ')}") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
     if not detect:
         yield Face(str(path), face_pixels(image))
         return

@@ -288,9 +288,10 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
             log.warning("study %s: %d run(s) of lost workers closed as KILLED",
                         study.study_name, len(lost))
         # Workers get ``config`` (its study name is the unpinned one's) and read the pins.
-        pinned = pin_models(config, study)
-        if pinned.model.params.get("teacher"):
-            mlflow.set_tag(tracking.TEACHER_TAG, str(pinned.model.params["teacher"]))
+        pinned = pin_models(config, study, lead=True)
+        if pinned.model.params.get("teacher"):  # the run's and the registered version's
+            tags[tracking.TEACHER_TAG] = str(pinned.model.params["teacher"])
+            mlflow.set_tag(tracking.TEACHER_TAG, tags[tracking.TEACHER_TAG])
         objective = Objective(pinned, splits)
         parallel.run_orphans(study, objective)
         # An interrupted search (a killed lead) resumes with the time it had left.
@@ -360,14 +361,19 @@ def tune(config: TuneConfig, dataset: fer_data.FerData | None = None,
     return metrics
 
 
-def pin_models(config: TuneConfig, study: optuna.Study) -> TuneConfig:
+def pin_models(config: TuneConfig, study: optuna.Study, lead: bool = False,
+               wait: float = LEAD_WAIT) -> TuneConfig:
     """The config with the models its trials read from the store, ``members`` (``champions``
     expanded) and ``teacher``, pinned to the registered versions they named when the study
     first started (``models:/fer-cnn@champion`` -> ``models:/fer-cnn/4``): a champion
     promoted during the study, or before it resumes, does not change its later trials and
-    refit. The pins are the study's (attr ``fer.pinned``): the first process to start it
-    records them, inside its study run (``champions`` keeps the champions trained on the
-    run's data and carve); a ``--join`` worker that comes before them resolves its own."""
+    refit. The pins are the study's (attr ``fer.pinned``): its lead records them, inside its
+    study run (``champions`` keeps the champions trained on the run's data and carve); a
+    worker waits up to ``wait`` seconds for them.
+
+    Raises:
+        LookupError: a worker found no pins in time.
+    """
     from fer_lab import registry
     from fer_lab.models import ensemble
 
@@ -376,10 +382,14 @@ def pin_models(config: TuneConfig, study: optuna.Study) -> TuneConfig:
     if not wanted:
         return config
     pins = study.user_attrs.get(PINNED_ATTR)
+    deadline = time.monotonic() + wait
+    while pins is None and not lead:  # the lead pins right after opening its study run
+        if time.monotonic() >= deadline:
+            raise LookupError(f"study {study.study_name!r}: its lead has not pinned the "
+                              f"models its trials use (waited {wait:.0f} s)")
+        time.sleep(0.5)
+        pins = study.user_attrs.get(PINNED_ATTR)
     if pins is None:
-        if mlflow.active_run() is None:  # a worker ahead of the lead's study run
-            return config
-
         def pin(spec):
             version = registry.model_version(spec) if isinstance(spec, str) else None
             return spec if version is None else f"models:/{version.name}/{version.version}"

@@ -361,6 +361,9 @@ def test_a_collection_with_ck_plus_folder_names_loads(tmp_path):
     rng = np.random.default_rng(3)
     for name in ("anger", "Happiness", "sadness", "surprise"):
         save(tmp_path / "ck" / name / "1.png", rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    # A Mac's copy: ._ companions and a __MACOSX/ folder are not images nor classes.
+    (tmp_path / "ck" / "anger" / "._1.png").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "ck" / "__MACOSX" / "anger").mkdir(parents=True)
     data = load(tmp_path / "ck", cache_dir=tmp_path / "cache")
     assert sorted(EMOTIONS[i] for i in data.labels) == ["angry", "happy", "sad", "surprise"]
 

@@ -202,7 +202,7 @@ class Analyzer:
                     # A quarter of the shorter period, the source's or the grid's, of
                     # slack: MKV and WebM keep whole milliseconds (a 30 fps frame at
                     # 0.033 s, before the grid's 0.0333), webcams jitter.
-                    slack = 0.25 / max(fps, opened.fps or fps)
+                    slack = 0.25 / max(fps, opened.rate or fps)
                     if frame.time is not None and next_analysis is not None \
                             and frame.time < next_analysis - slack:
                         continue

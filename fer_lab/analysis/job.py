@@ -15,7 +15,6 @@ from fer_lab.analysis import outputs, sources
 from fer_lab.analysis.analyzer import Analyzer, frames_table
 
 ROLE = "analysis"
-MAX_VIDEO_FPS = 240.0  # above it a video's stated rate is wrong (a WebM's says 1000)
 
 
 @dataclass
@@ -82,7 +81,7 @@ def analyze(specs: list[str], analyzer: Analyzer, out: Path, every: int = 1,
                 # What is analysed per second of the source, at most its own rate; a rate
                 # OpenCV cannot know (0, or a WebM's 1000) is taken as 30. Frames are then
                 # placed by their times, so the video lasts what the source did.
-                nominal = source.fps if source.fps and source.fps <= MAX_VIDEO_FPS else 30.0
+                nominal = source.rate or 30.0
                 rate = min(fps, nominal) if fps else nominal / every
                 writer = outputs.AnnotatedVideo(
                     out / (f"annotated_{name}.mp4" if name else "annotated.mp4"), rate)

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_lab.data import hidden
+
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_VIDEO_FPS = 240.0  # above it a video's stated rate is wrong (a WebM's says 1000)
 
 
 class SourceError(ValueError):
@@ -33,6 +36,12 @@ class Source:
     def __init__(self, name: str, kind: str, fps: float | None = None,
                  frames: int | None = None):
         self.name, self.kind, self.fps, self.frames = name, kind, fps, frames
+
+    @property
+    def rate(self) -> float | None:
+        """``fps`` where it is believable: None for a rate OpenCV cannot know (a WebM from
+        a browser says 1000)."""
+        return self.fps if self.fps and self.fps <= MAX_VIDEO_FPS else None
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -79,8 +88,7 @@ def visible_files(folder: Path) -> list[Path]:
     beside ``IMG_1.jpg`` (on a zip's or an exFAT drive's copy) and ``__MACOSX/`` hold no
     image."""
     return sorted(p for p in Path(folder).rglob("*")
-                  if p.is_file() and not any(part.startswith((".", "__MACOSX"))
-                                             for part in p.relative_to(folder).parts))
+                  if p.is_file() and not any(map(hidden, p.relative_to(folder).parts)))
 
 
 class _Images(Source):
@@ -127,7 +135,8 @@ def read_image(path: Path) -> np.ndarray:
         try:
             with Image.open(path) as opened:
                 image = cv2.cvtColor(np.asarray(opened.convert("RGB")), cv2.COLOR_RGB2BGR)
-        except (UnidentifiedImageError, OSError, ValueError):
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError):  # SyntaxError: a damaged PNG chunk
             raise SourceError(f"{path}: cannot decode the image") from None
     return image
 
