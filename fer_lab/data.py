@@ -140,6 +140,15 @@ class Splits:
         return {name: split for name, split in named.items() if len(split)}
 
 
+def image_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow raises for bytes it cannot decode: unknown formats and truncated files
+    (``OSError``), bad values, a damaged PNG chunk after the first IDAT (``SyntaxError``),
+    and images too large to be anything but an attack."""
+    from PIL import Image
+
+    return OSError, ValueError, SyntaxError, Image.DecompressionBombError
+
+
 def upright_grey(image):
     """A decoded ``PIL.Image`` as 8-bit grey, the way it is shown: its EXIF orientation
     applied (phones store portraits on their side), and 16-bit or float samples scaled to
@@ -273,9 +282,9 @@ def _load_archive(path: Path, source: str, cache: Path) -> FerData:
             arrays = _read_images(found.folder_name, _folder_tree(found.folder))
         _save(cache, digest, arrays)
     if found.csv is not None:
-        _write_atomic(alias, lambda fh: fh.write(digest.encode()))
+        write_atomic(alias, lambda fh: fh.write(digest.encode()))
         return FerData(*arrays, digest, source)
-    _write_atomic(alias, lambda fh: fh.write(f"{digest} {_FOLDERS}".encode()))
+    write_atomic(alias, lambda fh: fh.write(f"{digest} {_FOLDERS}".encode()))
     return _folder_data(arrays, digest, source)
 
 
@@ -335,10 +344,10 @@ def _digest_files(files: dict[str, bytes]) -> str:
 
 def _save_atomic(target: Path, **arrays: np.ndarray) -> None:
     """Writes arrays to ``target`` without ever leaving a half-written file."""
-    _write_atomic(target, lambda fh: np.savez(fh, **arrays))
+    write_atomic(target, lambda fh: np.savez(fh, **arrays))
 
 
-def _write_atomic(target: Path, write: Callable) -> None:
+def write_atomic(target: Path, write: Callable) -> None:
     """Writes to a temporary file in the same folder, then renames: no half-written cache."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
@@ -587,7 +596,7 @@ def _read_images(where: str, tree: Tree) -> Arrays:
         where: the folder, for messages.
         tree: its files.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     images, labels, usage = [], [], []
     for part, classes in tree.items():
@@ -603,7 +612,7 @@ def _read_images(where: str, tree: Tree) -> Arrays:
                     with Image.open(io.BytesIO(read())) as img:
                         grey = upright_grey(img).resize((SIDE, SIDE),
                                                         Image.Resampling.BILINEAR)
-                except (OSError, SyntaxError, UnidentifiedImageError) as err:
+                except image_errors() as err:
                     raise DataError(f"{where}/{part}/{class_name}/{name}: not a readable image "
                                     f"({err})") from err
                 images.append(np.asarray(grey, dtype=np.uint8))

@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
@@ -368,11 +369,19 @@ def leading(study: optuna.Study, url: str, run: mlflow.ActiveRun,
 def lead_run(study: optuna.Study, wait: float = 120.0) -> str | None:
     """The live lead's study run, waiting up to ``wait`` seconds for a lead that is
     starting to open it; None when no lead shows up."""
+    lead = awaited_attr(study, LEAD_ATTR, wait, lambda lead: bool(lead and lead.get("run")))
+    return None if lead is None else lead["run"]
+
+
+def awaited_attr(study: optuna.Study, key: str, wait: float,
+                 ready: Callable[[Any], bool] = lambda value: value is not None) -> Any:
+    """The study's user attr ``key`` once ``ready`` takes it (another process is about to
+    set it), polling for up to ``wait`` seconds; None when it never is."""
     deadline = time.monotonic() + wait
     while True:
-        lead = study.user_attrs.get(LEAD_ATTR)
-        if lead and lead.get("run"):
-            return lead["run"]
+        value = study.user_attrs.get(key)
+        if ready(value):
+            return value
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.5)

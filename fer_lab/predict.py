@@ -7,6 +7,7 @@ and each one is classified with its box.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -71,10 +72,10 @@ def faces(paths: Iterable[Path], detect: bool = False,
             without a ``pixels`` column or with a bad row: its later rows) and why; the
             others go on. None: such a file raises ``InputError``.
     """
-    finders: dict[str, Any] = {}  # the detector, made at the first image that needs it
+    finder = functools.cache(lambda: face_detection.create(detector))  # at its first use
     for path in paths:
         try:
-            yield from _faces_of(path, detect, no_face, detector, finders)
+            yield from _faces_of(path, detect, no_face, finder)
         except InputError as err:
             if unreadable is None:
                 raise
@@ -82,7 +83,7 @@ def faces(paths: Iterable[Path], detect: bool = False,
 
 
 def _faces_of(path: Path, detect: bool, no_face: Callable[[Path], None] | None,
-              detector: str, finders: dict[str, Any]) -> Iterator[Face]:
+              detector: Callable[[], Any]) -> Iterator[Face]:
     if path.name.lower().endswith(CSV_SUFFIXES):
         try:
             frame = pd.read_csv(path, usecols=lambda c: c.strip() == "pixels")
@@ -108,9 +109,7 @@ def _faces_of(path: Path, detect: bool, no_face: Callable[[Path], None] | None,
     if not detect:
         yield Face(str(path), face_pixels(image))
         return
-    if detector not in finders:
-        finders[detector] = face_detection.create(detector)
-    finder = finders[detector]
+    finder = detector()
     grey = np.asarray(image)
     boxes = finder(grey)
     if not boxes and no_face is not None:

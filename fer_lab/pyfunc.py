@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ParamSchema, ParamSpec
 
 from fer_lab import calibration
-from fer_lab.data import EMOTIONS, N_PIXELS, upright_grey
+from fer_lab.data import EMOTIONS, N_PIXELS, image_errors, upright_grey
 
 # MLflow's advice for other kinds of model, printed on every `tune` and `predict`: our
 # input is checked by ``to_pixels``, deliberately not by a schema (see ``log_model``).
@@ -93,8 +93,7 @@ def open_grey(data: Any, row: int):
     except UnidentifiedImageError:
         raise InputError(f"row {row}: cannot decode the image: not in a format Pillow reads "
                          "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        # Pillow raises SyntaxError for a damaged PNG chunk after the first IDAT.
+    except image_errors() as err:
         raise InputError(f"row {row}: cannot decode the image ({err})") from None
 
 

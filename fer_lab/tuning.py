@@ -381,14 +381,12 @@ def pin_models(config: TuneConfig, study: optuna.Study, lead: bool = False,
     wanted = {k: params[k] for k in STUDY_DEFINING if params.get(k)}
     if not wanted:
         return config
-    pins = study.user_attrs.get(PINNED_ATTR)
-    deadline = time.monotonic() + wait
-    while pins is None and not lead:  # the lead pins right after opening its study run
-        if time.monotonic() >= deadline:
-            raise LookupError(f"study {study.study_name!r}: its lead has not pinned the "
-                              f"models its trials use (waited {wait:.0f} s)")
-        time.sleep(0.5)
-        pins = study.user_attrs.get(PINNED_ATTR)
+    # The lead pins right after opening its study run; workers wait for that.
+    pins = study.user_attrs.get(PINNED_ATTR) if lead \
+        else parallel.awaited_attr(study, PINNED_ATTR, wait)
+    if pins is None and not lead:
+        raise LookupError(f"study {study.study_name!r}: its lead has not pinned the models "
+                          f"its trials use (waited {wait:.0f} s)")
     if pins is None:
         def pin(spec):
             version = registry.model_version(spec) if isinstance(spec, str) else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lab.data import hidden
+from fer_lab.data import hidden, image_errors
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -130,13 +130,12 @@ def read_image(path: Path) -> np.ndarray:
         raise SourceError(f"{path}: cannot read ({err.strerror})") from None
     image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
     if image is None:  # GIF, and formats OpenCV was built without
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         try:
             with Image.open(path) as opened:
                 image = cv2.cvtColor(np.asarray(opened.convert("RGB")), cv2.COLOR_RGB2BGR)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
-                Image.DecompressionBombError):  # SyntaxError: a damaged PNG chunk
+        except image_errors():
             raise SourceError(f"{path}: cannot decode the image") from None
     return image
 

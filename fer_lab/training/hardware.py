@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_lab import machine, nets
-from fer_lab.data import default_cache_dir
+from fer_lab.data import default_cache_dir, write_atomic
 from fer_lab.training.augment import Augment
 from fer_lab.training.inputs import to_input
 
@@ -236,11 +235,8 @@ def _write_cache(path: Path | None, key: str, entry: dict) -> None:
     data = _read_cache(path) or {"version": CACHE_VERSION}
     data.setdefault("decisions", {})[key] = entry
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hardware-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_atomic(path, lambda fh: fh.write(json.dumps(data, indent=1,
+                                                          sort_keys=True).encode()))
     except OSError as err:
         log.warning("cannot keep the %s decision in %s (%s; set FER_LAB_CACHE to a writable "
                     "folder): the next process probes again", entry.get("mode"), path, err)
