@@ -169,14 +169,18 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from fer_lab import evaluate, pyfunc, registry
+    from fer_lab.models import has_views
 
     model = registry.load_model(args.model)
+    if args.tta != "model" and not has_views(model.unwrap_python_model().estimator):
+        raise ValueError(f"--tta {args.tta}: {args.model} has no test-time augmentation "
+                         "(networks and ensembles of them have); leave --tta out")
     faces = evaluate.load_faces(args.data, args.split, args.detect_faces,
                                 args.labels or pyfunc.label_set_of(model),
                                 strict=args.labels is not None)
     for path in faces.skipped:
         print(f"{path}: no face found (skipped)", file=sys.stderr)
-    m = evaluate.evaluate(args.model, faces, args.experiment, model=model)
+    m = evaluate.evaluate(args.model, faces, args.experiment, model=model, tta=args.tta)
     s = faces.split
     left_out = int(m["faces_left_out"])
     print(f"{args.model} on {faces.source} ({s}): {int(m['faces'])} faces"
@@ -407,6 +411,9 @@ def parser() -> argparse.ArgumentParser:
                                    "FER2013's rows; an image folder's are its folders' names. "
                                    "Faces count as the model's class of the same name; faces "
                                    "of a class it lacks are left out and counted)")
+    ev.add_argument("--tta", choices=["model", "none", "flip", "crops"], default="model",
+                    help="a network's test-time augmentation, calibrated by that mode's "
+                         "temperature (default: the model's own choice; `analyze` uses none)")
     ev.add_argument("--experiment", default="fer-lab", help="MLflow experiment name")
     ev.set_defaults(run=_evaluate)
 

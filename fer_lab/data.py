@@ -34,6 +34,10 @@ N_PIXELS = SIDE * SIDE
 COLUMNS = ("emotion", "pixels", "Usage")
 # Bump when the cached layout or parsing changes, so stale caches are never read.
 CACHE_VERSION = "1"
+# An image folder's digest also names how its images become faces (``face_image``): "2"
+# frames a crop that is not square instead of stretching it. Changing it re-reads folders
+# (their digests change) but not CSVs, whose digests models and studies are matched by.
+FOLDER_VERSION = "2"
 # The adjectives the common image-folder exports of FER2013 name some class folders with.
 # Other collections' names for FER2013's classes (CK+: anger, happiness, sadness, ...).
 FOLDER_ALIASES = {"disgusted": "disgust", "fearful": "fear", "surprised": "surprise",
@@ -52,8 +56,9 @@ _KAGGLE_PARTS = {("Usage",): "the training part only, like Kaggle's train.csv",
                  ("emotion", "Usage"): "unlabelled test images only, like Kaggle's test.csv"}
 # A cache entry naming the digest of the data inside an archive, so a later load of the same
 # archive finds its arrays without unpacking it; for an image folder (not a CSV) the digest
-# is followed by " folders". Bump if archives.search picks differently or the content changes.
-_ARCHIVE_ALIAS = ".archive2"
+# is followed by " folders". Bump if archives.search picks differently or the content changes
+# (".archive3": FOLDER_VERSION 2).
+_ARCHIVE_ALIAS = ".archive3"
 _FOLDERS = "folders"
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # images, labels, usage
@@ -164,6 +169,25 @@ def upright_grey(image):
             values = values * 255.0  # floats in 0..1
         return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
     return image.convert("L")
+
+
+def face_image(image) -> np.ndarray:
+    """A grey ``PIL.Image`` of a face crop, of any size and shape, as the network's input
+    (48x48 uint8): a crop that is not square is padded to a square about its centre with
+    its edges replicated, as the face detector's crops are framed (stretching it would
+    squash the face), then resized with Lanczos filtering."""
+    from PIL import Image
+
+    if image.size == (SIDE, SIDE):
+        return np.asarray(image, dtype=np.uint8)
+    grey = np.asarray(image, dtype=np.uint8)
+    h, w = grey.shape
+    if h != w:
+        side = max(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        grey = np.pad(grey, ((top, side - h - top), (left, side - w - left)), mode="edge")
+    resized = Image.fromarray(grey).resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def default_cache_dir() -> Path:
@@ -314,8 +338,11 @@ def _save(cache: Path, digest: str, arrays: Arrays) -> None:
 
 
 def _digest(path: Path) -> str:
-    """sha256 of the file's bytes (or of a folder's names and bytes), plus the cache version."""
+    """sha256 of the file's bytes (or of a folder's names and bytes, and how its images are
+    read), plus the cache version."""
     h = hashlib.sha256(CACHE_VERSION.encode())
+    if path.is_dir():
+        h.update(FOLDER_VERSION.encode())
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
         if path.is_dir():
@@ -336,6 +363,7 @@ def _digest_bytes(raw: bytes) -> str:
 def _digest_files(files: dict[str, bytes]) -> str:
     """What :func:`_digest` gives for a folder holding ``files`` (by ``/``-separated path)."""
     h = hashlib.sha256(CACHE_VERSION.encode())
+    h.update(FOLDER_VERSION.encode())
     for name in sorted(files, key=lambda name: name.split("/")):  # Path order: by parts
         h.update(str(Path(*name.split("/"))).encode())
         h.update(files[name])
@@ -610,12 +638,11 @@ def _read_images(where: str, tree: Tree) -> Arrays:
                     continue
                 try:
                     with Image.open(io.BytesIO(read())) as img:
-                        grey = upright_grey(img).resize((SIDE, SIDE),
-                                                        Image.Resampling.BILINEAR)
+                        face = face_image(upright_grey(img))
                 except image_errors() as err:
                     raise DataError(f"{where}/{part}/{class_name}/{name}: not a readable image "
                                     f"({err})") from err
-                images.append(np.asarray(grey, dtype=np.uint8))
+                images.append(face)
                 labels.append(label)
                 usage.append(_folder_usage(part, name))
     if not images:

@@ -147,7 +147,7 @@ def present_scores(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
-             model=None) -> dict[str, float]:
+             model=None, tta: str = "model") -> dict[str, float]:
     """Scores the model on ``faces`` and records it all as a run of ``experiment``.
 
     Args:
@@ -155,6 +155,8 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
         faces: the faces; their labels become the model's classes of the same names.
         experiment: the MLflow experiment of the run.
         model: the model, already loaded from ``model_uri``; loaded when None.
+        tta: a network's test-time augmentation (``none``, ``flip``, ``crops``; ``model``:
+            its own choice), calibrated by that mode's temperature.
 
     Returns:
         The metrics logged, prefixed with the split's name (``test_all_accuracy``, ...);
@@ -176,8 +178,9 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
         raise fer_data.DataError(f"{faces.source}: none of its faces is of a class the model "
                                  f"has ({', '.join(classes)}); they are {', '.join(left_out)}")
     y = faces.y
-    temperature = float(getattr(model.unwrap_python_model(), "temperature", 1.0))
-    raw = model.predict(faces.X, params={"calibrated": False})[list(classes)].to_numpy()
+    temperature = model.unwrap_python_model().temperature_for(tta)
+    raw = model.predict(faces.X, params={"calibrated": False, "tta": tta}
+                        )[list(classes)].to_numpy()
     tags = {"fer.model_uri": model_uri, "fer.data_digest": faces.digest,
             "fer.data_source": faces.source, "fer.split": faces.split,
             tracking.LABELS_TAG: faces.label_set,
@@ -192,7 +195,8 @@ def evaluate(model_uri: str, faces: Faces, experiment: str = "fer-lab",
                        faces_left_out=sum(left_out.values()),
                        calibration_temperature=temperature)
         mlflow.log_metrics(metrics)
-        mlflow.log_params({"classes_present": ",".join(classes[i] for i in np.unique(y)),
+        mlflow.log_params({"tta": tta,
+                           "classes_present": ",".join(classes[i] for i in np.unique(y)),
                            "classes_left_out": ",".join(f"{name}:{n}"
                                                         for name, n in left_out.items())})
         if faces.skipped:

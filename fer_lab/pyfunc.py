@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ParamSchema, ParamSpec
 
 from fer_lab import calibration
-from fer_lab.data import EMOTIONS, N_PIXELS, image_errors, upright_grey
+from fer_lab.data import EMOTIONS, N_PIXELS, face_image, image_errors, upright_grey
 
 # MLflow's advice for other kinds of model, printed on every `tune` and `predict`: our
 # input is checked by ``to_pixels``, deliberately not by a schema (see ``log_model``).
@@ -98,13 +98,9 @@ def open_grey(data: Any, row: int):
 
 
 def face_pixels(image) -> np.ndarray:
-    """A grey ``PIL.Image`` of a face, of any size, as the network's input: 48x48 (resized
-    with Lanczos filtering), flat uint8."""
-    from PIL import Image
-
-    if image.size != (SIDE, SIDE):
-        image = image.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8).reshape(N_PIXELS)
+    """A grey ``PIL.Image`` of a face crop, of any size and shape, as the network's input
+    (``fer_lab.data.face_image``), flat uint8."""
+    return face_image(image).reshape(N_PIXELS)
 
 
 def decode_image(data: Any, row: int) -> np.ndarray:
@@ -181,14 +177,26 @@ def predictions_frame(proba: np.ndarray, classes: Sequence[str] = EMOTIONS) -> p
 class FerModel(mlflow.pyfunc.PythonModel):
     """Wraps a fitted estimator of any family; its preprocessing travels inside it, and
     so does the temperature that calibrates its probabilities (``fer_lab.calibration``,
-    fitted on the validation carve; 1 for models logged before calibration), and the name
-    of the label set it was trained on (``fer2013`` for models logged before label sets).
-    Its output has a probability column per class of the estimator (``classes``)."""
+    fitted on the validation carve; 1 for models logged before calibration) with its own
+    test-time augmentation, the temperature of each other mode (``temperatures``: a
+    network's one view is more confident than its ten; empty for other families and for
+    models logged before, which use ``temperature`` for every mode), and the name of the
+    label set it was trained on (``fer2013`` for models logged before label sets). Its
+    output has a probability column per class of the estimator (``classes``)."""
 
-    def __init__(self, estimator, temperature: float = 1.0, label_set: str = "fer2013"):
+    def __init__(self, estimator, temperature: float = 1.0, label_set: str = "fer2013",
+                 temperatures: dict[str, float] | None = None):
         self.estimator = estimator
         self.temperature = float(temperature)
         self.label_set = label_set
+        self.temperatures = {mode: float(t) for mode, t in (temperatures or {}).items()}
+
+    def temperature_for(self, tta: str | None = None) -> float:
+        """The temperature that calibrates predictions with test-time augmentation ``tta``
+        (``None`` or ``model``: the model's own)."""
+        if tta in (None, MODEL_TTA):
+            return getattr(self, "temperature", 1.0)
+        return getattr(self, "temperatures", {}).get(tta, getattr(self, "temperature", 1.0))
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -214,9 +222,10 @@ class FerModel(mlflow.pyfunc.PythonModel):
         pixels = to_pixels(model_input)
         if not len(pixels):
             return predictions_frame(np.empty((0, len(self.classes))), self.classes)
-        proba = self._estimator(params.get("tta") or MODEL_TTA).predict_proba(pixels)
+        tta = params.get("tta") or MODEL_TTA
+        proba = self._estimator(tta).predict_proba(pixels)
         if calibrated:
-            proba = calibration.scale(proba, getattr(self, "temperature", 1.0))
+            proba = calibration.scale(proba, self.temperature_for(tta))
         return predictions_frame(proba, self.classes)
 
     def _estimator(self, tta: str):
@@ -257,10 +266,11 @@ def label_set_of(model) -> str:
 
 
 def log_model(estimator, example: np.ndarray, temperature: float = 1.0,
-              label_set: str = "fer2013") -> str:
-    """Logs a fitted estimator, the temperature that calibrates it and the name of the
-    label set it was trained on, as a pyfunc model with a signature and an input example;
-    returns the model's URI. Its output columns are the estimator's classes.
+              label_set: str = "fer2013", temperatures: dict[str, float] | None = None) -> str:
+    """Logs a fitted estimator, the temperature that calibrates it (and each test-time
+    augmentation's, ``temperatures``) and the name of the label set it was trained on, as
+    a pyfunc model with a signature and an input example; returns the model's URI. Its
+    output columns are the estimator's classes.
 
     The signature declares the output table; its input side is left open on purpose:
     MLflow enforces an input schema before the model sees the data, and a column schema
@@ -268,7 +278,7 @@ def log_model(estimator, example: np.ndarray, temperature: float = 1.0,
     of 2,304 unnamed columns. ``to_pixels`` checks every input form instead.
     """
     frame = pd.DataFrame({"pixels": pixel_strings(example)})
-    model = FerModel(estimator, temperature, label_set)
+    model = FerModel(estimator, temperature, label_set, temperatures)
     output = model.predict(None, frame)
     signature = ModelSignature(inputs=None, outputs=infer_signature(frame, output).outputs,
                                params=ParamSchema([ParamSpec("tta", "string", MODEL_TTA),

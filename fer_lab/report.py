@@ -314,8 +314,11 @@ def _evaluation_columns(found: list[Study]) -> list[str]:
 
 
 def _evaluation_heading(run: Run) -> str:
-    tags = run.data.tags
-    return f"acc on {Path(tags.get('fer.data_source', '?')).name} ({tags.get('fer.split', '?')})"
+    """The data set and split, and the test-time augmentation when not the model's own
+    (`fer-lab evaluate --tta`): scores with other views are another column."""
+    tags, tta = run.data.tags, run.data.params.get("tta", "model")
+    return (f"acc on {Path(tags.get('fer.data_source', '?')).name} "
+            f"({tags.get('fer.split', '?')}{'' if tta == 'model' else f', tta {tta}'})")
 
 
 def scores_table(found: list[Study], reference: bool = True
@@ -435,7 +438,8 @@ _PROTOCOL = ("Trained on Training minus a stratified, seeded validation carve; t
              "chose hyper-parameters, pruning and models. test_private = PrivateTest, "
              "test_public = PublicTest, test_all = both (the 7,178 images of the seed's "
              "slides). Brackets: 95% bootstrap intervals over the images (1,000 resamples). "
-             "Probabilities are calibrated by one temperature fitted on the validation carve. "
+             "Probabilities are calibrated by a temperature fitted on the validation carve (a "
+             "network's, one per test-time augmentation). "
              "Reference rows are the seed team's published accuracies, not runs.")
 _OTHER_LABELS = ("Sections named for another label set hold the studies of that label set, "
                  "apart: FER+ (ferplus) is Microsoft's relabelling of the same images by ten "

@@ -39,7 +39,7 @@ from fer_lab import (
 )
 from fer_lab import data as fer_data
 from fer_lab.config import FamilyConfig, TuneConfig
-from fer_lab.models import create
+from fer_lab.models import create, has_views, view_probas
 from fer_lab.models.stored import kept, rows_digest
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,19 @@ def eval_set_proba(model, X: np.ndarray) -> np.ndarray:
     predicted."""
     proba = getattr(model, "eval_set_proba_", None)
     return model.predict_proba(X) if proba is None else proba
+
+
+def tta_temperatures(model, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """For a model with test-time augmentation, the temperature of each mode a user may
+    ask for (``params={"tta": ...}``), fitted on the validation set ``X, y``: one view is
+    more confident than the mean of ten, so one temperature does not calibrate both. The
+    fit's scores of each mode are reused (a CNN's ``tta="auto"`` made them from one pass
+    of the 10 views, an ensemble's out of fold, as its own); else they are predicted, in
+    one pass of the views. Empty for other models."""
+    if not has_views(model):
+        return {}
+    known = getattr(model, "eval_set_probas_", None) or view_probas(model, X)
+    return {mode: calibration.fit_temperature(known[mode], y) for mode in pyfunc.TTA_MODES}
 
 
 def subsample(split: fer_data.Split, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -548,6 +561,8 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
     y_val, raw_val, _ = predictions["val"]
     temperature = calibration.fit_temperature(raw_val, y_val)
     metrics["calibration_temperature"] = temperature
+    temperatures = tta_temperatures(model, splits.val.X, y_val)
+    metrics.update({f"calibration_temperature_tta_{m}": t for m, t in temperatures.items()})
     faces = {"test_all": np.concatenate([p.X for p in splits.test_parts().values()])} \
         if splits.test_parts() else {}  # in predict_splits' order
     for name, (y_true, raw, seconds) in predictions.items():
@@ -560,7 +575,8 @@ def refit_and_evaluate(family: str, params: dict[str, Any], splits: fer_data.Spl
             explain.write_study_explanations(model, faces["test_all"], y_true, raw, Path(tmp),
                                              classes=splits.classes)
             mlflow.log_artifacts(tmp, artifact_path="explanations")
-    return metrics, pyfunc.log_model(model, splits.val.X[:2], temperature, label_set)
+    return metrics, pyfunc.log_model(model, splits.val.X[:2], temperature, label_set,
+                                     temperatures)
 
 
 def predict_splits(model, splits: fer_data.Splits

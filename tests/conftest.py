@@ -239,3 +239,14 @@ def check_study(family: str, parent, trials: list, parts) -> None:
     np.testing.assert_allclose(cal_p, calibration.scale(raw_p, m["calibration_temperature"]),
                                atol=1e-6)
     np.testing.assert_array_equal(raw["emotion_id"], out["emotion_id"])
+    if family == "cnn":  # each test-time augmentation a user asks for has its temperature
+        temps = {tta: m[f"calibration_temperature_tta_{tta}"] for tta in ("none", "flip", "crops")}
+        own = parent.data.params["tta"]
+        assert m["calibration_temperature"] == temps[own]
+        other = "crops" if own != "crops" else "none"  # its views differ: so does its T
+        assert temps[other] != pytest.approx(temps[own], abs=1e-3)
+        frame = pd.DataFrame({"pixels": pixels})
+        raw_other = model.predict(frame, params={"tta": other, "calibrated": False})
+        cal_other = model.predict(frame, params={"tta": other})
+        np.testing.assert_allclose(cal_other[list(EMOTIONS)].to_numpy(), calibration.scale(
+            raw_other[list(EMOTIONS)].to_numpy(), temps[other]), atol=1e-6)

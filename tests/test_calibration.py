@@ -89,3 +89,39 @@ def test_paired_test_tells_a_real_gap_from_noise():
     assert evaluation.mcnemar(y, a, worse) < 0.001
     assert evaluation.mcnemar(y, a, same) > 0.05
     assert evaluation.mcnemar(y, a, a) == 1.0
+
+
+class _Views:
+    """An estimator with test-time augmentation whose probabilities depend on the mode."""
+
+    def __init__(self, tta="flip"):
+        self.tta = tta
+
+    def has_views(self):
+        return True
+
+    def with_tta(self, tta):
+        return _Views(tta)
+
+    def predict_proba(self, X):
+        sharp = {"none": 4.0, "flip": 2.0, "crops": 1.0}[self.tta]
+        return softmax(sharp * np.linspace(0, 1, 7)[None, :].repeat(len(X), 0), axis=1)
+
+
+def test_each_test_time_augmentation_is_calibrated_by_its_own_temperature():
+    from fer_lab.pyfunc import FerModel
+
+    pixels = np.zeros((2, 48, 48), np.uint8)
+    model = FerModel(_Views(), 1.5, temperatures={"none": 3.0, "flip": 1.5, "crops": 0.8})
+
+    def proba(**params):
+        return model.predict(None, pixels, params=params).iloc[:, 2:].to_numpy()
+
+    for tta, t in (("none", 3.0), ("crops", 0.8), ("flip", 1.5)):
+        np.testing.assert_allclose(proba(tta=tta), calibration.scale(
+            proba(tta=tta, calibrated=False), t), atol=1e-9)
+    np.testing.assert_allclose(proba(), calibration.scale(proba(calibrated=False), 1.5))
+    # a model logged before per-mode temperatures uses its one temperature for every mode
+    del model.temperatures
+    np.testing.assert_allclose(proba(tta="none"), calibration.scale(
+        proba(tta="none", calibrated=False), 1.5), atol=1e-9)

@@ -182,8 +182,11 @@ def test_auto_tta_is_chosen_on_validation(splits):
     assert accuracy == pytest.approx(scores[model.tta_])
     # none and flip are derived from the crops' views: the same as predicting with them
     for mode in training.TTA_MODES:
-        pred = copy.deepcopy(model).set_params(tta=mode).predict(splits.val.X)
-        assert np.mean(pred == splits.val.y) == pytest.approx(scores[mode])
+        other = copy.deepcopy(model).set_params(tta=mode)
+        assert np.mean(other.predict(splits.val.X) == splits.val.y) == pytest.approx(scores[mode])
+        # and each mode's probabilities are kept, for that mode's temperature
+        np.testing.assert_allclose(model.eval_set_probas_[mode],
+                                   other.predict_proba(splits.val.X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.eval_set_proba_, model.predict_proba(splits.val.X),
                                rtol=1e-5, atol=1e-6)
 
@@ -278,6 +281,27 @@ def test_pyfunc_tta_param_picks_the_views_per_call(fitted, splits):
         out = model.predict(None, splits.val.X, params={"tta": mode})
         expected = copy.deepcopy(fitted).set_params(tta=mode).predict_proba(splits.val.X)
         np.testing.assert_allclose(out[["angry", "neutral"]].to_numpy(), expected[:, [0, 6]])
+
+
+def test_evaluate_scores_a_chosen_tta_with_its_temperature(fresh_tracking, fitted, splits):
+    import mlflow
+
+    from fer_lab import evaluate, pyfunc
+
+    with mlflow.start_run():
+        uri = pyfunc.log_model(fitted, splits.val.X[:2], 1.3,
+                               temperatures={"none": 2.0, "flip": 1.3, "crops": 0.9})
+    faces = evaluate.Faces(X=splits.test_all.X, y=splits.test_all.y, source="synthetic:10",
+                           digest="d", split="test_all")
+    for tta, temperature in (("none", 2.0), ("model", 1.3), ("crops", 0.9)):
+        m = evaluate.evaluate(uri, faces, tta=tta)
+        assert m["calibration_temperature"] == temperature
+        views = fitted if tta == "model" else copy.deepcopy(fitted).set_params(tta=tta)
+        assert m["test_all_accuracy"] == pytest.approx(
+            np.mean(views.predict(faces.X) == faces.y))
+    run = mlflow.search_runs(search_all_experiments=True, order_by=["start_time DESC"],
+                             max_results=1, output_format="list")[0]
+    assert run.data.params["tta"] == "crops"
 
 
 def test_a_teacher_drives_the_distilled_net(fresh_tracking, splits):

@@ -1052,3 +1052,26 @@ def test_real_fer2013(tmp_path):
     assert (len(s.train), len(s.val), len(s.test_all)) == (25838, 2871, 7178)
     assert (len(s.test_public), len(s.test_private)) == (3589, 3589)
     assert len(npz_files(tmp_path / "cache")) == 1
+
+
+def test_a_face_crop_that_is_not_square_is_framed_not_stretched(tmp_path, cache):
+    """A 24x48 crop (a narrow face) becomes the middle of a 48x48 square with its edge
+    columns repeated, as the detector frames faces; the folder loader and the served
+    model read the file alike."""
+    from PIL import Image
+
+    from fer_lab.data import face_image
+    from fer_lab.pyfunc import decode_image
+
+    crop = np.random.default_rng(0).integers(0, 256, (48, 24), dtype=np.uint8)
+    face = face_image(Image.fromarray(crop))
+    np.testing.assert_array_equal(face[:, 12:36], crop)
+    assert (face[:, :12] == crop[:, :1]).all() and (face[:, 36:] == crop[:, -1:]).all()
+    # one 4 times as tall as wide: the same framing, then resized
+    tall = face_image(Image.fromarray(np.kron(crop, np.ones((4, 4), np.uint8))))
+    assert np.abs(tall[:, 14:34].astype(int) - face[:, 14:34]).mean() < 20
+    path = tmp_path / "faces" / "happy" / "narrow.png"  # a collection of <emotion>/ crops
+    path.parent.mkdir(parents=True)
+    Image.fromarray(crop).save(path)
+    np.testing.assert_array_equal(load(tmp_path / "faces", cache_dir=cache).images[0], face)
+    np.testing.assert_array_equal(decode_image(path.read_bytes(), 0).reshape(48, 48), face)

@@ -48,10 +48,15 @@ def test_a_fitted_vote_is_scored_out_of_fold():
     y = rng.integers(0, 7, 300)
     probas = rng.dirichlet(np.ones(7), size=(3, 300))
     model = EnsembleClassifier(combine="stacking", C=100.0)
-    out_of_fold = model._out_of_fold(probas, y)
+    views = {"none": rng.dirichlet(np.ones(7), size=(3, 300))}  # another augmentation's
+    out_of_fold, out_of_fold_views = model._out_of_fold(probas, y, views)
     model._fit_vote(probas, y)
     assert (model._combine(probas).argmax(1) == y).mean() > 0.25
     assert (out_of_fold.argmax(1) == y).mean() < 0.2
+    # the same folds' votes combine the other augmentation's probabilities
+    assert (out_of_fold_views["none"].argmax(1) == y).mean() < 0.2
+    same, same_views = model._out_of_fold(probas, y, {"none": probas})
+    np.testing.assert_allclose(same_views["none"], same)
 
 
 @pytest.mark.parametrize("combine", ["mean", "stacking"])
@@ -110,6 +115,11 @@ def test_the_fit_records_what_each_trained_member_did(splits, monkeypatch):
     assert settings["member0.recipe"] == "default" and settings["member0.mixed_precision"] == "fp32"
     assert settings["member0.tta"] in ("none", "flip", "crops")
     assert not any(k.startswith("member1.") for k in settings)
+    # each test-time augmentation's validation probabilities, out of fold like the vote's
+    # own (for its temperature): the network's own augmentation gives the vote's
+    assert set(model.eval_set_probas_) == {"none", "flip", "crops"}
+    np.testing.assert_allclose(model.eval_set_probas_[settings["member0.tta"]],
+                               model.eval_set_proba_, atol=1e-9)
 
 
 def test_a_study_keeps_the_members_it_trains_until_it_ends(tracking, tmp_path, monkeypatch):

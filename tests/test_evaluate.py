@@ -81,6 +81,9 @@ def test_a_fer2013_split_is_chosen_by_name_and_an_unknown_one_is_refused(champio
         load("synthetic:10").usage == 2])
     assert cli.main(["evaluate", MODEL, "synthetic:10", "--split", "nosuch"]) == 1
     assert "no 'nosuch' split" in capsys.readouterr().err
+    # the champion is a k-NN: it has no test-time augmentation to choose
+    assert cli.main(["evaluate", MODEL, "synthetic:10", "--tta", "none"]) == 1
+    assert "--tta none" in capsys.readouterr().err
 
 
 def test_photos_without_a_face_are_named_and_skipped(champion, tmp_path, capsys):

@@ -42,6 +42,12 @@ def runs(fresh_tracking):
                          "fer.data_source": "/data/ckplus", "fer.split": "test_all"})
         mlflow.log_metrics({"test_all_accuracy": 0.55, "test_all_accuracy_ci95_low": 0.5,
                             "test_all_accuracy_ci95_high": 0.6})
+    with mlflow.start_run(run_name="evaluate --tta none"):  # newer, with one view
+        mlflow.set_tags({"fer.role": "evaluation", "fer.model_run_id": best,
+                         "fer.data_source": "/data/ckplus", "fer.split": "test_all"})
+        mlflow.log_param("tta", "none")
+        mlflow.log_metrics({"test_all_accuracy": 0.52, "test_all_accuracy_ci95_low": 0.47,
+                            "test_all_accuracy_ci95_high": 0.57})
     return mlflow.get_experiment(run.info.experiment_id).name
 
 
@@ -65,6 +71,9 @@ def test_report_sections_intervals_paired_verdicts_and_other_data(runs, tmp_path
     assert rows["knn"][verdict].startswith("svm not significant")
     other = head.index("acc on ckplus (test_all)")
     assert rows["svm"][other] == "0.5500 [0.5000, 0.6000]" and rows["tree"][other] == ""
+    # scored with other views (`fer-lab evaluate --tta none`): a column of its own
+    assert rows["svm"][head.index("acc on ckplus (test_all, tta none)")] == \
+        "0.5200 [0.4700, 0.5700]"
     for emotion in EMOTIONS:
         assert f"{emotion} P/R/F1" in markdown
     for column in ("temperature", "test_all ECE before", "test_all ECE after", "predict img/s",

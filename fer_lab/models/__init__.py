@@ -4,8 +4,9 @@ A family is one module in this package that decorates an estimator class with
 ``@register("name")`` plus ``fer_lab/configs/<name>.yaml`` with its defaults and search space.
 Beyond scikit-learn's ``fit``/``predict_proba``, an estimator may have ``uses_torch()``
 (its logged model needs torch), ``has_views()`` (test-time augmentation applies to it) and
-``with_tta(tta)`` (a copy predicting with augmentation ``tta``): the networks do, and an
-ensemble does as its members do. ``uses_torch``, ``has_views`` and ``with_tta`` below ask
+``with_tta(tta)`` (a copy predicting with augmentation ``tta``) and ``view_probas(X)``
+(its probabilities with every augmentation at once): the networks do, and an ensemble does
+as its members do. ``uses_torch``, ``has_views``, ``with_tta`` and ``view_probas`` below ask
 any estimator, those without the method included.
 """
 
@@ -64,6 +65,20 @@ def with_tta(estimator, tta: str):
     (``fer_lab.training.inference.TTA_MODES``); one it does not apply to, as it is."""
     method = getattr(estimator, "with_tta", None)
     return method(tta) if method is not None else estimator
+
+
+from fer_lab.pyfunc import TTA_MODES  # noqa: E402 - fer_lab.training's, without torch
+
+
+def view_probas(estimator, X) -> dict:
+    """The estimator's probabilities of ``X`` with each test-time augmentation
+    (``{"none": ..., "flip": ..., "crops": ...}``): from one pass of a network's views
+    where it can, else one prediction per mode (the same three for an estimator without
+    views)."""
+    method = getattr(estimator, "view_probas", None)
+    if method is not None:
+        return method(X)
+    return {mode: with_tta(estimator, mode).predict_proba(X) for mode in TTA_MODES}
 
 
 # Importing the family modules fills the registry.

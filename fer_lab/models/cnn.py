@@ -107,6 +107,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             (``mixed_precision``, ``channels_last``, ``tta``), to log as parameters.
         eval_set_proba_: probabilities for the ``eval_set`` with the chosen test-time
             augmentation, when ``tta="auto"`` scored it (so it is not predicted again).
+        eval_set_probas_: the same for every test-time augmentation (``{"none": ...,
+            "flip": ..., "crops": ...}``) when ``tta="auto"`` scored them; else empty.
     """
 
     def __init__(self, arch="vgg", width=32, dropout=0.3, epochs=30, min_steps=0,
@@ -235,6 +237,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.fit_metrics_ = {"resumed_epochs": best.resumed_epochs,
                              "resumed_seconds": module.resumed_seconds}
         self.eval_set_proba_ = None
+        self.eval_set_probas_ = {}
         self.tta_ = self.tta
         if self.tta == "auto":
             self._choose_tta(X_val, y_val)
@@ -297,18 +300,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         The validation set goes through the network once, in the 10 views of ``crops``;
         ``none`` and ``flip`` average the views they share with it."""
-        from fer_lab.training import inference
-
-        views = self._logits(X_val, "crops", per_view=True)
+        self.eval_set_probas_ = self.view_probas(X_val)
         best = -1.0
-        for mode in inference.TTA_MODES:  # fewest views first: a tie keeps the cheaper one
-            logits = views[list(inference.CROP_VIEWS[mode])].mean(0)
-            accuracy = float(np.mean(self.classes_[logits.argmax(1)] == y_val))
+        for mode, proba in self.eval_set_probas_.items():  # fewest views first: a tie keeps
+            accuracy = float(np.mean(self.classes_[proba.argmax(1)] == y_val))  # the cheaper
             self.fit_metrics_[f"val_accuracy_tta_{mode}"] = accuracy
             if accuracy > best:
-                best, self.tta_ = accuracy, mode
-                self.eval_set_proba_ = softmax(logits.astype(np.float64), axis=1)
+                best, self.tta_, self.eval_set_proba_ = accuracy, mode, proba
         self.fit_settings_["tta"] = self.tta_
+
+    def view_probas(self, X) -> dict[str, np.ndarray]:
+        """Probabilities with every test-time augmentation, fewest views first, from one
+        pass of the 10 views of ``crops``: ``none`` and ``flip`` average the views they
+        share with it."""
+        from fer_lab.training import inference
+
+        views = self._logits(X, "crops", per_view=True)
+        return {mode: softmax(views[list(inference.CROP_VIEWS[mode])].mean(0)
+                              .astype(np.float64), axis=1) for mode in inference.TTA_MODES}
 
     def _hold_out(self, X: np.ndarray, y: np.ndarray):
         """A seeded 10% validation carve, stratified when the classes allow it."""
@@ -396,7 +405,7 @@ def teacher_targets(uri: str, X: np.ndarray) -> np.ndarray:
 
     key = (uri, rows_digest(X))
     if key not in _TAUGHT:  # a study's trials and refit share one teacher's labels
-        teacher, temperature = load_member(uri)
+        teacher, temperature = load_member(uri, TEACHER_TTA)
         proba = calibration.scale(with_tta(teacher, TEACHER_TTA).predict_proba(X), temperature)
         _TAUGHT.clear()
         _TAUGHT[key] = proba.astype(np.float32)

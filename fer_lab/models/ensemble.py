@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from fer_lab import calibration
-from fer_lab.models import create, has_views, register, uses_torch, with_tta
+from fer_lab.models import (
+    TTA_MODES, create, has_views, register, uses_torch, view_probas, with_tta)
 from fer_lab.models.stored import (PROVENANCE_TAGS, active_study_tags, kept, load_member,
                                     rows_digest)
 
@@ -26,6 +28,9 @@ VOTE_FOLDS = 5  # folds of the validation set that score a fitted vote out of sa
 # on): a study's trials differ only in how the votes combine, so each member is trained
 # or loaded, and scores the validation set, once per process.
 _MEMBERS: dict[tuple, tuple[Any, float, np.ndarray]] = {}
+# And, by member, its validation probabilities with each test-time augmentation (for the
+# ensemble's temperature of each), made once per process too.
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @register("ensemble")
@@ -138,7 +143,16 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         # The vote is fitted on the validation faces, so its score there would flatter the
         # votes with more to fit (stacking's 100-odd weights): eval_set_proba_, what a study
         # scores, is out-of-fold; the vote kept is then fitted on all of them.
-        self.eval_set_proba_ = self._out_of_fold(probas, y_val)
+        # So is each test-time augmentation's (eval_set_probas_, for its temperature): the
+        # members predict with it, the vote fitted on their own augmentations' combines them.
+        views = {}
+        if self.has_views():
+            each = [self._member_views(member, isinstance(spec, Mapping), X_val)
+                    for member, spec in zip(self.members_, self.member_specs_)]
+            views = {mode: np.stack([calibration.scale(v[mode], t)
+                                     for v, t in zip(each, self.temperatures_)])
+                     for mode in TTA_MODES}
+        self.eval_set_proba_, self.eval_set_probas_ = self._out_of_fold(probas, y_val, views)
         self._fit_vote(probas, y_val)
         self.fit_metrics_ = {
             **{f"member{i}_val_accuracy": float(np.mean(p.argmax(1) == y_val))
@@ -188,6 +202,17 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         proba = getattr(member, "eval_set_proba_", None)
         return member, 1.0, member.predict_proba(X_val) if proba is None else proba
 
+    @staticmethod
+    def _member_views(member, trained: bool, X_val) -> dict[str, np.ndarray]:
+        """A member's probabilities of the validation set ``X_val`` (the one it was
+        trained or loaded for) with each test-time augmentation, its temperature not
+        applied, made once: a network trained here made them in its fit (when it chose
+        its augmentation)."""
+        if member not in _VIEWS:
+            made = getattr(member, "eval_set_probas_", None) if trained else None
+            _VIEWS[member] = made or view_probas(member, X_val)
+        return _VIEWS[member]
+
     def _fit_vote(self, probas: np.ndarray, y: np.ndarray) -> None:
         """``probas``: (members, N, classes) calibrated validation probabilities."""
         self.weights_, self.stacker_ = None, None
@@ -210,23 +235,31 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
             if len(self.stacker_.classes_) != probas.shape[2]:
                 raise ValueError("stacking needs every class in the validation set")
 
-    def _out_of_fold(self, probas: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Each validation face's probabilities from a vote fitted on the other folds."""
+    def _out_of_fold(self, probas: np.ndarray, y: np.ndarray, views: dict[str, np.ndarray]
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Each validation face's probabilities from a vote fitted on the other folds'
+        ``probas``, and the same vote's of the members' ``views`` (a test-time
+        augmentation's probabilities, by mode)."""
         from sklearn.model_selection import StratifiedKFold
 
         if self.combine == "mean" or len(probas) == 1:
-            return np.tensordot(np.full(len(probas), 1.0 / len(probas)), probas, axes=1)
+            equal = np.full(len(probas), 1.0 / len(probas))
+            return (np.tensordot(equal, probas, axes=1),
+                    {mode: np.tensordot(equal, v, axes=1) for mode, v in views.items()})
         out = np.empty(probas.shape[1:])
+        out_views = {mode: np.empty(v.shape[1:]) for mode, v in views.items()}
         folds = StratifiedKFold(VOTE_FOLDS, shuffle=True, random_state=self.seed)
         try:
             splits = list(folds.split(np.zeros(len(y)), y))
         except ValueError:  # too few faces of a class for the folds (tiny test sets)
             self._fit_vote(probas, y)
-            return self._combine(probas)
+            return self._combine(probas), {mode: self._combine(v) for mode, v in views.items()}
         for fit_rows, held in splits:
             self._fit_vote(probas[:, fit_rows], y[fit_rows])
             out[held] = self._combine(probas[:, held])
-        return out
+            for mode, v in views.items():
+                out_views[mode][held] = self._combine(v[:, held])
+        return out, out_views
 
     @staticmethod
     def _stack_features(probas: np.ndarray) -> np.ndarray:
@@ -259,6 +292,14 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def has_views(self) -> bool:
         return any(has_views(m) for m in self.members_)
+
+    def view_probas(self, X) -> dict[str, np.ndarray]:
+        """The combined probabilities with each test-time augmentation of the networks,
+        each member predicting its views once."""
+        each = [view_probas(m, X) for m in self.members_]
+        return {mode: self._combine(np.stack([calibration.scale(v[mode], t)
+                                              for v, t in zip(each, self.temperatures_)]))
+                for mode in TTA_MODES}
 
     def with_tta(self, tta: str) -> EnsembleClassifier:
         """A shallow copy whose networks predict with test-time augmentation ``tta``."""

@@ -44,14 +44,15 @@ def kept(path: Path, make: Callable[[], T], what: str) -> T:
     return made
 
 
-def load_member(uri: str):
-    """A logged model's estimator and calibration temperature, after checking, inside a
-    study, that it was trained on the study's data and carve."""
+def load_member(uri: str, tta: str | None = None):
+    """A logged model's estimator and calibration temperature (of its test-time
+    augmentation ``tta``; ``None``: its own), after checking, inside a study, that it was
+    trained on the study's data and carve."""
     from fer_lab import registry
 
     model = registry.load_model(uri).unwrap_python_model()
     check_provenance(uri)
-    return model.estimator, getattr(model, "temperature", 1.0)
+    return model.estimator, model.temperature_for(tta)
 
 
 def check_provenance(uri: str) -> None:
