@@ -183,7 +183,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     m = evaluate.evaluate(args.model, faces, args.experiment, model=model, tta=args.tta)
     s = faces.split
     left_out = int(m["faces_left_out"])
-    print(f"{args.model} on {faces.source} ({s}): {int(m['faces'])} faces"
+    views = "" if args.tta == "model" else f", tta {args.tta}"
+    print(f"{args.model} on {faces.source} ({s}{views}): {int(m['faces'])} faces"
           + (f" ({left_out} more of classes the model lacks left out)" if left_out else ""))
     for measure in ("accuracy", "macro_f1"):
         print(f"{measure:24s} {m[f'{s}_{measure}']:.4f}  (95% CI "

@@ -283,10 +283,11 @@ def test_pyfunc_tta_param_picks_the_views_per_call(fitted, splits):
         np.testing.assert_allclose(out[["angry", "neutral"]].to_numpy(), expected[:, [0, 6]])
 
 
-def test_evaluate_scores_a_chosen_tta_with_its_temperature(fresh_tracking, fitted, splits):
+def test_evaluate_scores_a_chosen_tta_with_its_temperature(fresh_tracking, fitted, splits,
+                                                            capsys):
     import mlflow
 
-    from fer_lab import evaluate, pyfunc
+    from fer_lab import cli, evaluate, pyfunc
 
     with mlflow.start_run():
         uri = pyfunc.log_model(fitted, splits.val.X[:2], 1.3,
@@ -302,6 +303,8 @@ def test_evaluate_scores_a_chosen_tta_with_its_temperature(fresh_tracking, fitte
     run = mlflow.search_runs(search_all_experiments=True, order_by=["start_time DESC"],
                              max_results=1, output_format="list")[0]
     assert run.data.params["tta"] == "crops"
+    assert cli.main(["evaluate", uri, "synthetic:10", "--tta", "none"]) == 0
+    assert "(test_all, tta none)" in capsys.readouterr().out
 
 
 def test_a_teacher_drives_the_distilled_net(fresh_tracking, splits):
