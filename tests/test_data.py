@@ -1067,9 +1067,17 @@ def test_a_face_crop_that_is_not_square_is_framed_not_stretched(tmp_path, cache)
     face = face_image(Image.fromarray(crop))
     np.testing.assert_array_equal(face[:, 12:36], crop)
     assert (face[:, :12] == crop[:, :1]).all() and (face[:, 36:] == crop[:, -1:]).all()
-    # one 4 times as tall as wide: the same framing, then resized
-    tall = face_image(Image.fromarray(np.kron(crop, np.ones((4, 4), np.uint8))))
-    assert np.abs(tall[:, 14:34].astype(int) - face[:, 14:34]).mean() < 20
+    # the same crop 4 times larger: resized, then the same framing
+    large = face_image(Image.fromarray(np.kron(crop, np.ones((4, 4), np.uint8))))
+    assert np.abs(large[:, 13:35].astype(int) - face[:, 13:35]).mean() < 20
+    # a sliver of a few hundred bytes never becomes a 60000x60000 square in memory
+    import tracemalloc
+
+    tracemalloc.start()
+    sliver = face_image(Image.new("L", (60000, 1), 7))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sliver.shape == (SIDE, SIDE) and (sliver == 7).all() and peak < 10_000_000
     path = tmp_path / "faces" / "happy" / "narrow.png"  # a collection of <emotion>/ crops
     path.parent.mkdir(parents=True)
     Image.fromarray(crop).save(path)

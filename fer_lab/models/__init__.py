@@ -78,6 +78,8 @@ def view_probas(estimator, X) -> dict:
     method = getattr(estimator, "view_probas", None)
     if method is not None:
         return method(X)
+    if not has_views(estimator):
+        return dict.fromkeys(TTA_MODES, estimator.predict_proba(X))
     return {mode: with_tta(estimator, mode).predict_proba(X) for mode in TTA_MODES}
 
 
