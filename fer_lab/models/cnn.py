@@ -302,8 +302,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``none`` and ``flip`` average the views they share with it."""
         self.eval_set_probas_ = self.view_probas(X_val)
         best = -1.0
-        for mode, proba in self.eval_set_probas_.items():  # fewest views first: a tie keeps
-            accuracy = float(np.mean(self.classes_[proba.argmax(1)] == y_val))  # the cheaper
+        # Fewest views first: a tie keeps the cheaper mode.
+        for mode, proba in self.eval_set_probas_.items():
+            accuracy = float(np.mean(self.classes_[proba.argmax(1)] == y_val))
             self.fit_metrics_[f"val_accuracy_tta_{mode}"] = accuracy
             if accuracy > best:
                 best, self.tta_, self.eval_set_proba_ = accuracy, mode, proba

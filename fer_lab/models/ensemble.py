@@ -145,13 +145,10 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         # scores, is out-of-fold; the vote kept is then fitted on all of them.
         # So is each test-time augmentation's (eval_set_probas_, for its temperature): the
         # members predict with it, the vote fitted on their own augmentations' combines them.
-        views = {}
-        if self.has_views():
-            each = [self._member_views(member, isinstance(spec, Mapping), X_val)
-                    for member, spec in zip(self.members_, self.member_specs_)]
-            views = {mode: np.stack([calibration.scale(v[mode], t)
-                                     for v, t in zip(each, self.temperatures_)])
-                     for mode in TTA_MODES}
+        views = self._calibrated_views([
+            self._member_views(member, isinstance(spec, Mapping), X_val)
+            for member, spec in zip(self.members_, self.member_specs_)]) \
+            if self.has_views() else {}
         self.eval_set_proba_, self.eval_set_probas_ = self._out_of_fold(probas, y_val, views)
         self._fit_vote(probas, y_val)
         self.fit_metrics_ = {
@@ -296,9 +293,14 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     def view_probas(self, X) -> dict[str, np.ndarray]:
         """The combined probabilities with each test-time augmentation of the networks,
         each member predicting its views once."""
-        each = [view_probas(m, X) for m in self.members_]
-        return {mode: self._combine(np.stack([calibration.scale(v[mode], t)
-                                              for v, t in zip(each, self.temperatures_)]))
+        views = self._calibrated_views([view_probas(m, X) for m in self.members_])
+        return {mode: self._combine(v) for mode, v in views.items()}
+
+    def _calibrated_views(self, each: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Each member's probabilities by mode (``view_probas``), at its temperature, as
+        ``{mode: (members, N, classes)}``: what the vote combines, as ``member_probas``."""
+        return {mode: np.stack([calibration.scale(v[mode], t)
+                                for v, t in zip(each, self.temperatures_)])
                 for mode in TTA_MODES}
 
     def with_tta(self, tta: str) -> EnsembleClassifier:
