@@ -135,6 +135,43 @@ def test_report_gets_every_epochs_metrics_and_best_epoch_is_kept(fitted):
     assert fitted.best_epoch_ == int(np.argmax(accuracies))
 
 
+def first_bn(net):
+    return next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_the_weights_average_follows_training_and_is_what_the_fit_keeps():
+    net = nets.build("vgg", width=8, dropout=0.0)
+    module = training.FerModule(net, pixel_mean=128.0, pixel_std=64.0, ema=0.9)
+    assert module.scored_net() is module.averaged
+    first = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        first_bn(net).running_mean.add_(2.0)
+        first_bn(net).num_batches_tracked.fill_(5)
+    module._update_average(step=1000)  # past the warm-up: the decay itself
+    for mean, before, now in zip(module.averaged.parameters(), first, net.parameters()):
+        assert torch.allclose(mean, 0.9 * before + 0.1 * now)
+    averaged_bn = first_bn(module.averaged)
+    assert torch.allclose(averaged_bn.running_mean, torch.full_like(averaged_bn.running_mean, 0.2))
+    assert int(averaged_bn.num_batches_tracked) == 5
+    module._update_average(step=0)  # the warm-up: the first step keeps a tenth
+    assert torch.allclose(next(module.averaged.parameters()),
+                          0.1 * (0.9 * first[0] + 0.1 * (first[0] + 1)) + 0.9 * (first[0] + 1))
+    # the best epoch's copy is the average's, not the trained weights
+    module.epoch_metrics = {"val_accuracy": 0.5}
+    best = training.BestEpoch()
+    best.on_validation_end(None, module)
+    for key, value in module.averaged.state_dict().items():
+        assert torch.equal(best.best_state[key], value)
+    key, weight = next(iter(net.state_dict().items()))
+    assert not torch.equal(best.best_state[key], weight)
+    plain = training.FerModule(nets.build("vgg", width=8), pixel_mean=0.0, pixel_std=1.0)
+    assert plain.scored_net() is plain.net and plain.averaged is None
+    with pytest.raises(ValueError, match="ema"):
+        training.FerModule(net, pixel_mean=0.0, pixel_std=1.0, ema=1.0)
+
+
 def test_trial_pruned_raised_by_report_propagates_out_of_fit(splits):
     seen = []
 
@@ -354,14 +391,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("patience", [None, 1])
+@pytest.mark.parametrize("patience, ema", [(None, 0.0), (1, 0.0), (None, 0.9)])
 def test_an_interrupted_fit_resumes_from_its_checkpoint(splits, tmp_path, caplog,
-                                                      one_thread, patience):
+                                                      one_thread, patience, ema):
     """With ``patience``, the kill comes in the epoch before early stopping ends the
-    uninterrupted fit: the resumed one must stop there too."""
+    uninterrupted fit: the resumed one must stop there too. With ``ema``, the weights'
+    average must carry over too."""
     # A fixed setting: `auto` measures, and under load two fits may choose differently.
     params = {**TINY, "epochs": 6 if patience else 4, "mixed_precision": "fp32",
-              "channels_last": False, "patience": patience}
+              "channels_last": False, "patience": patience, "ema": ema}
     data = fit_args(splits)
     whole = create("cnn", **params).fit(**data)
     assert len(whole.history_) >= 2
@@ -385,8 +423,8 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint(splits, tmp_path, caplog
     assert resumed.history_[:done] == seen
     # the same training goes on: weights, optimizer, schedule, batch order and augmentation
     # carried over, so every later epoch and the final weights are the uninterrupted fit's
-    assert [(h["train_loss"], h["val_accuracy"]) for h in resumed.history_] == \
-        [(h["train_loss"], h["val_accuracy"]) for h in whole.history_]
+    assert resumed.history_ == whole.history_
+    assert ("val_accuracy_raw" in whole.history_[0]) == bool(ema)
     for mine, theirs in zip(resumed.net_.state_dict().values(),
                             whole.net_.state_dict().values()):
         assert torch.equal(mine, theirs)

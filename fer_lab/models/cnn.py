@@ -75,6 +75,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``flip``) join the labels as targets. It must have been trained on the same
             training rows (checked inside a study, as an ensemble's members are).
         distill: the teacher's share of the loss (0..1); the labels' is the rest.
+        ema: keep an exponential moving average of the weights with this decay per step
+            (e.g. 0.999: about the last thousand steps), score it on validation and keep
+            it as the net; 0 keeps the trained weights. ``history_`` then also holds
+            ``val_accuracy_raw``, the trained weights' own score each epoch.
         seed: seeds weights, batch order and augmentation.
         long_params, long_epochs: a recipe for long fits (e.g. ``{dropout: 0.18, rotate:
             16.8, erase: 0.05, train_sides: [48]}``; ``LONG_RECIPE_KEYS``: the
@@ -118,7 +122,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                  erase=0.25, mixed_precision="auto", channels_last="auto", tta="flip",
                  patience=None, max_minutes=None, devices=1, strategy="auto", seed=0,
                  train_sides=(48,), teacher=None, distill=0.7, long_params=None,
-                 long_epochs=None, checkpoint_dir=None):
+                 long_epochs=None, checkpoint_dir=None, ema=0.0):
         self.arch = arch
         self.width = width
         self.dropout = dropout
@@ -151,6 +155,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.long_params = long_params
         self.long_epochs = long_epochs
         self.checkpoint_dir = checkpoint_dir
+        self.ema = ema
 
     def fit(self, X, y, eval_set=None, report=None, class_names=None):
         """Trains on flat ``(N, 2304)`` uint8 pixels and their labels.
@@ -222,7 +227,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             loss_weights=training.class_weights(y, self.class_weighting, len(names)),
             augment=training.Augment(p["flip"], p["shift"], p["rotate"], p["scale"], p["erase"]),
             channels_last=setting.channels_last, max_minutes=self.max_minutes,
-            train_sides=sides, distill=self.distill if self.teacher else 0.0)
+            train_sides=sides, distill=self.distill if self.teacher else 0.0, ema=self.ema)
         epochs = max(self.epochs, math.ceil(self.min_steps / data.steps_per_epoch))
         best = training.fit(module, data, epochs=epochs, precision=setting.precision,
                             patience=self.patience, devices=self.devices,
@@ -343,10 +348,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         epochs = np.arange(1, len(self.history_) + 1)
         for ax, (title, keys) in zip(axes, [("loss", ("train_loss", "val_loss")),
-                                            ("accuracy", ("train_accuracy", "val_accuracy")),
+                                            ("accuracy", ("train_accuracy", "val_accuracy",
+                                                          "val_accuracy_raw")),
                                             ("learning rate", ("lr",))]):
-            for key in keys:
-                ax.plot(epochs, series.get(key, []), label=key)
+            for key in (k for k in keys if k in series):
+                ax.plot(epochs, series[key], label=key)
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.legend(fontsize=8)

@@ -21,7 +21,7 @@ from fer_lab.training.module import FerModule
 
 class BestEpoch(Callback):
     """After each validation: records the metrics, keeps a copy of the best epoch's
-    weights (by validation accuracy) and calls ``report`` with the metrics.
+    weights (by validation accuracy; the averaged ones when the module averages) and calls ``report`` with the metrics.
 
     ``report`` may raise (``optuna.TrialPruned``); Lightning re-raises it out of ``fit``.
     Under DDP the callback lives in the rank processes: rank zero hands its record to the
@@ -42,7 +42,7 @@ class BestEpoch(Callback):
         if self.best_epoch is None or \
                 metrics["val_accuracy"] > self.history[self.best_epoch]["val_accuracy"]:
             self.best_epoch = len(self.history)
-            self.best_state = copy.deepcopy(module.net.state_dict())
+            self.best_state = copy.deepcopy(module.scored_net().state_dict())
         self.history.append(metrics)
         if self.report is not None:
             self.report(metrics)
