@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_lab import Analyzer, cli, registry
+from fer_lab import Analyzer, cli, pyfunc, registry
 from fer_lab.analysis import demo, detect, outputs
 from fer_lab.analysis.analyzer import DETECT_INTERVAL
 from fer_lab.analysis.tracks import Tracker
@@ -267,6 +267,12 @@ def test_crop_is_square_and_centred_with_the_margin():
         wide[24, :].mean(), abs=1)
     edge = detect.crop(image, (90, 90, 20, 20), 0.0)  # off the image: edges replicated
     assert edge.shape == (48 * 48,)
+    # a detected face is resized as a served model resizes the same face sent as an image
+    photo = np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8)
+    for box in [(0, 0, 200, 200), (50, 60, 30, 30)]:
+        x, y, w, h = box
+        served = pyfunc.face_pixels(Image.fromarray(photo[y:y + h, x:x + w]))
+        assert np.array_equal(detect.crop(photo, box, 0.0), served)
     with pytest.raises(ValueError, match="known: auto, haar, hog"):
         detect.create("nosuch")
 

@@ -149,8 +149,13 @@ def grey(image: np.ndarray, channels: str = "bgr") -> np.ndarray:
 def crop(grey_image: np.ndarray, box: Box, margin: float = 0.0) -> np.ndarray:
     """The face in ``box`` as the network's input (flat 48x48 uint8): a square about the
     box's centre, ``(1 + margin)`` times its longer side, edges replicated where it leaves
-    the image, resized with area averaging."""
+    the image, resized as a served model resizes a face image (``fer_lab.data.face_image``:
+    Lanczos), so a face analysed in a photo or a video and the same face sent as an image
+    get the same pixels."""
     import cv2
+    from PIL import Image
+
+    from fer_lab.data import face_image
 
     x, y, w, h = box
     side = max(int(round(max(w, h) * (1.0 + margin))), 1)
@@ -161,6 +166,5 @@ def crop(grey_image: np.ndarray, box: Box, margin: float = 0.0) -> np.ndarray:
     if pad:
         grey_image = cv2.copyMakeBorder(grey_image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         x0, y0 = x0 + pad, y0 + pad
-    face = grey_image[y0:y0 + side, x0:x0 + side]
-    interpolation = cv2.INTER_AREA if side > SIDE else cv2.INTER_LINEAR
-    return cv2.resize(face, (SIDE, SIDE), interpolation=interpolation).reshape(SIDE * SIDE)
+    face = np.ascontiguousarray(grey_image[y0:y0 + side, x0:x0 + side])
+    return face_image(Image.fromarray(face)).reshape(SIDE * SIDE)
