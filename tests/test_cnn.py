@@ -172,6 +172,20 @@ def test_the_weights_average_follows_training_and_is_what_the_fit_keeps():
         training.FerModule(net, pixel_mean=0.0, pixel_std=1.0, ema=1.0)
 
 
+def test_a_fit_with_a_weights_average_trains_it_and_keeps_it(splits):
+    torch.manual_seed(0)
+    net = nets.build("vgg", width=8, dropout=0.0)
+    start = copy.deepcopy(net.state_dict())
+    module = training.FerModule(net, pixel_mean=128.0, pixel_std=64.0, ema=0.9)
+    data = training.ArrayDataModule((splits.train.X, splits.train.y),
+                                    (splits.val.X, splits.val.y), 16, False)
+    best = training.fit(module, data, epochs=1)  # one epoch: it is the best
+    kept, averaged = net.state_dict(), module.averaged.state_dict()
+    assert any(not torch.equal(averaged[k], start[k]) for k in start)  # it followed training
+    assert all(torch.equal(kept[k], averaged[k]) for k in kept)  # and is what the net holds
+    assert set(best.history[0]) >= {"val_accuracy", "val_accuracy_raw"}
+
+
 def test_trial_pruned_raised_by_report_propagates_out_of_fit(splits):
     seen = []
 

@@ -294,6 +294,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         import hashlib
 
         params = {k: v for k, v in self.get_params().items() if k != "checkpoint_dir"}
+        if not params.get("ema"):  # as before it existed: those fits' checkpoints resume
+            params.pop("ema", None)
         digest = hashlib.blake2b(repr(sorted(params.items())).encode(), digest_size=16)
         for array in arrays:
             if array is not None:

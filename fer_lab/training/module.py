@@ -34,7 +34,9 @@ class FerModule(L.LightningModule):
     With ``ema`` (a decay such as 0.999), an exponential moving average of the weights
     (and batch-norm statistics) follows the training, ``averaged``: validation scores it,
     and it is what the fit keeps (``scored_net``). Its decay warms up as ``(1 + step) /
-    (10 + step)`` so the first steps' random weights are soon forgotten.
+    (10 + step)`` (timm's): the average spans about the last ninth of the steps until that
+    reaches ``ema`` (step ~9,000 for 0.999), so short fits average their recent steps, not
+    their random start.
 
     After each validation epoch ``epoch_metrics`` holds the report: ``train_loss``,
     ``train_accuracy`` (on augmented batches), ``val_loss`` (plain cross-entropy, so trials
