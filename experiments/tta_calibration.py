@@ -8,8 +8,9 @@ with the augmentation it chose (often the 10 crops), but it is also asked for on
 (`fer-lab analyze`'s default, the fastest) or the mirror, whose averages of fewer views are
 more confident. For each mode the table gives validation accuracy, the temperature the
 model was logged with for it (``FerModel.temperature_for``: before per-mode temperatures,
-the chosen mode's for every mode) and the one fitted on validation for that mode, and
-test_all's ECE and NLL with each (test_all only scores; nothing is chosen on it).
+the chosen mode's for every mode) and the one fitted on validation for that mode, each test
+split's accuracy, and test_all's ECE and NLL with each temperature (the test splits only
+score; nothing is chosen on them).
 """
 
 import argparse
@@ -36,18 +37,25 @@ def main() -> None:
     splits = split(load(args.data), args.val_fraction, args.seed)
     print(f"{args.model}: its own augmentation {model.estimator.fit_settings_.get('tta', '?')}"
           if hasattr(model.estimator, "fit_settings_") else args.model)
-    print("\n| tta | val accuracy | T logged | T fitted for the mode | test_all ECE, logged T "
+    print("\n| tta | val accuracy | test_private accuracy | test_public accuracy "
+          "| test_all accuracy | T logged | T fitted for the mode | test_all ECE, logged T "
           "| test_all ECE, fitted T | test_all NLL, logged T | test_all NLL, fitted T |")
-    print("|---|---|---|---|---|---|---|---|")
-    # Every mode from one pass of the views (a network's 10 crops contain the others').
-    val, test = (view_probas(model.estimator, part.X) for part in (splits.val, splits.test_all))
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    # Every mode from one pass of the views (a network's 10 crops contain the others');
+    # test_all is the two test splits' predictions together.
+    val, private, public = (view_probas(model.estimator, part.X) for part in
+                            (splits.val, splits.test_private, splits.test_public))
+    y_all = np.concatenate([splits.test_private.y, splits.test_public.y])
     for mode in TTA_MODES:
-        p_val, p_test = val[mode], test[mode]
+        p_val, p_test = val[mode], np.concatenate([private[mode], public[mode]])
         logged = model.temperature_for(mode)
         fitted = calibration.fit_temperature(p_val, splits.val.y)
-        row = [f"{np.mean(p_val.argmax(1) == splits.val.y):.4f}", f"{logged:.3f}", f"{fitted:.3f}"]
-        for measure in (lambda p: calibration.reliability(p, splits.test_all.y)["ece"],
-                        lambda p: calibration.nll(p, splits.test_all.y)):
+        row = [f"{np.mean(p.argmax(1) == y):.4f}" for p, y in
+               [(p_val, splits.val.y), (private[mode], splits.test_private.y),
+                (public[mode], splits.test_public.y), (p_test, y_all)]]
+        row += [f"{logged:.3f}", f"{fitted:.3f}"]
+        for measure in (lambda p: calibration.reliability(p, y_all)["ece"],
+                        lambda p: calibration.nll(p, y_all)):
             row += [f"{measure(calibration.scale(p_test, t)):.4f}" for t in (logged, fitted)]
         print(f"| {mode} | " + " | ".join(row) + " |")
 
