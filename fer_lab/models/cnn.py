@@ -76,9 +76,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             training rows (checked inside a study, as an ensemble's members are).
         distill: the teacher's share of the loss (0..1); the labels' is the rest.
         ema: keep an exponential moving average of the weights with this decay per step
-            (e.g. 0.999: about the last thousand steps), score it on validation and keep
-            it as the net; 0 keeps the trained weights. ``history_`` then also holds
-            ``val_accuracy_raw``, the trained weights' own score each epoch.
+            (e.g. 0.999: about the last thousand steps once its warm-up ends, at step
+            ~9,000; before that about the last ninth of the steps: ``FerModule``), score
+            it on validation and keep it as the net; 0 keeps the trained weights.
+            ``history_`` then also holds ``val_accuracy_raw``, the trained weights' own
+            score each epoch.
         seed: seeds weights, batch order and augmentation.
         long_params, long_epochs: a recipe for long fits (e.g. ``{dropout: 0.18, rotate:
             16.8, erase: 0.05, train_sides: [48]}``; ``LONG_RECIPE_KEYS``: the

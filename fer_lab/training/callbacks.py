@@ -21,7 +21,8 @@ from fer_lab.training.module import FerModule
 
 class BestEpoch(Callback):
     """After each validation: records the metrics, keeps a copy of the best epoch's
-    weights (by validation accuracy; the averaged ones when the module averages) and calls ``report`` with the metrics.
+    weights (by validation accuracy; the averaged ones when the module averages) and calls
+    ``report`` with the metrics.
 
     ``report`` may raise (``optuna.TrialPruned``); Lightning re-raises it out of ``fit``.
     Under DDP the callback lives in the rank processes: rank zero hands its record to the
